@@ -1,0 +1,68 @@
+# pyqmail: make users; make setup check [QMAIL_HOME=dir]; make test; make run
+#
+# Everything runs on the system's python3 (PYTHON), never on a shim in PATH.
+# The installed tree under QMAIL_HOME carries its own copy of the code and of
+# its dependencies, so the checkout may be deleted after `make setup`.
+
+PYTHON ?= /usr/bin/python3
+QMAIL_HOME ?= /var/qmail
+SRC := $(CURDIR)
+DEPS := $(SRC)/build/deps
+VENV := $(SRC)/.venv
+# Debian packages the tests use (real peers and clients, never mocks).
+APT_TEST_PACKAGES ?= python3-venv python3-pip
+APT_RUN_PACKAGES ?= python3-venv python3-pip
+# pyqmail's dependencies (as declared in pyproject.toml)
+DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
+
+.PHONY: all deps users setup check test test-deps run stop apt-run
+
+all: deps
+
+# The pure-Python dependencies, installed once into build/deps for copying
+# into each QMAIL_HOME.
+deps: $(DEPS)/.stamp
+$(DEPS)/.stamp: pyproject.toml setup.py
+	rm -rf $(DEPS)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile \
+		--target $(DEPS) $(DEPENDENCIES)
+	touch $@
+
+users:
+	$(PYTHON) -m pyqmail.users $(QMAIL_HOME) $(SRC)
+
+setup: deps
+	$(PYTHON) -m pyqmail.install setup $(QMAIL_HOME) $(SRC) $(DEPS) $(PYTHON)
+
+check:
+	$(PYTHON) -m pyqmail.install check $(QMAIL_HOME) $(SRC)
+
+define apt_install
+	missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+apt-run:
+	@$(call apt_install,$(APT_RUN_PACKAGES))
+
+test-deps:
+	@$(call apt_install,$(APT_TEST_PACKAGES))
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		"pytest>=7.2" $(DEPENDENCIES)
+
+test: test-deps deps users
+	$(VENV)/bin/python -m pytest tests
+
+# A working MTA on this host: dependencies, users, the tree in QMAIL_HOME, a
+# default configuration for this host (only where none exists), then start.
+run: apt-run deps users setup check
+	test -s $(QMAIL_HOME)/control/me || $(QMAIL_HOME)/bin/config-fast "$$(hostname -f 2>/dev/null || hostname)"
+	@echo "pyqmail is installed in $(QMAIL_HOME) and configured for $$(head -1 $(QMAIL_HOME)/control/me)."
+	@echo "Not there yet: qmail-start (delivery), qmail-smtpd and POP3 land with their issues;"
+	@echo "until then make run installs and configures the tree but starts no daemon."
+
+stop:
+	@echo "nothing is started by make run yet"
