@@ -1,0 +1,238 @@
+"""The caller's side of qmail-queue (qmail.c): open, put the message, give the
+envelope, close, and turn the result into qmail's `Z`/`D` text.
+
+    qq = Qmail(auto.QMAIL_HOME, env)
+    qq.open()                 # Temporary if no queue can be started
+    qq.put(b"Subject: x\n\nbody\n")
+    qq.from_(b"a@example.org")
+    qq.to(b"b@example.com")
+    result = qq.close()       # b"" when queued, else b"Z..." / b"D..."
+    qq.qp                     # the number for "qp N" (the Received line's PID)
+
+By default the message and envelope pipes are handed to the queue service
+(qmail-queued, uid qmailq) over its socket in queue/lock/; with QMAILQUEUE set,
+that program is exec'd instead, as netqmail does (spec/queue.md §3.6-3.7).
+"""
+import array
+import os
+import socket
+
+from pyqmail import errors, fdio
+
+SOCKET = b"queue/lock/qmail-queued"
+
+# spec/smtpd.md §9.6: qmail-queue's exit code -> the caller's result string
+EXIT_TEXT = {
+    54: b"Zqq read error (#4.3.0)",
+    11: b"Denvelope address too long for qq (#5.1.3)",
+    115: b"Denvelope address too long for qq (#5.1.3)",
+    31: b"Dmail server permanently rejected message (#5.3.0)",
+    51: b"Zqq out of memory (#4.3.0)",
+    52: b"Zqq timeout (#4.3.0)",
+    53: b"Zqq write error or disk full (#4.3.0)",
+    55: b"Zqq unable to read configuration (#4.3.0)",
+    56: b"Zqq trouble making network connection (#4.3.0)",
+    61: b"Zqq trouble in home directory (#4.3.0)",
+    62: b"Zqq trouble creating files in queue (#4.3.0)",
+    63: b"Zqq trouble creating files in queue (#4.3.0)",
+    64: b"Zqq trouble creating files in queue (#4.3.0)",
+    65: b"Zqq trouble creating files in queue (#4.3.0)",
+    66: b"Zqq trouble creating files in queue (#4.3.0)",
+    71: b"Zmail server temporarily rejected message (#4.3.0)",
+    72: b"Zconnection to mail server timed out (#4.4.1)",
+    73: b"Zconnection to mail server rejected (#4.4.1)",
+    74: b"Zcommunication with mail server failed (#4.4.2)",
+    81: b"Zqq internal bug (#4.3.0)",
+    91: b"Zqq internal bug (#4.3.0)",
+    120: b"Zunable to exec qq (#4.3.0)",
+}
+READ_ERROR = EXIT_TEXT[54]
+CRASHED = b"Zqq crashed (#4.3.0)"
+
+
+def exit_text(code: int) -> bytes:
+    """qmail.c's qmail_close(): the result string for an exit code (b"" = queued)."""
+    if code == 0:
+        return b""
+    if code in EXIT_TEXT:
+        return EXIT_TEXT[code]
+    if 11 <= code <= 40:
+        return b"Dqq permanent problem (#5.3.0)"
+    return b"Zqq temporary problem (#4.3.0)"
+
+
+def socket_path(qmail_home: bytes) -> bytes:
+    return os.path.join(qmail_home, SOCKET)
+
+
+def connect(qmail_home: bytes) -> socket.socket | None:
+    """A connection to the queue service, or None when it is not running."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(socket_path(qmail_home))
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def submit(s: socket.socket, message_fd: int, envelope_fd: int) -> None:
+    """Hand the two read descriptors to the service (SCM_RIGHTS)."""
+    fds = array.array("i", [message_fd, envelope_fd])
+    s.sendmsg([b"Q"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+
+
+def read_record(s: socket.socket, buf: bytearray) -> bytes | None:
+    """The next NUL-terminated record from the service, None at EOF."""
+    while b"\0" not in buf:
+        try:
+            chunk = s.recv(64)
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+        if len(buf) > 64:
+            return None
+    record, _, rest = bytes(buf).partition(b"\0")
+    buf[:] = rest
+    return record
+
+
+def parse_number(record: bytes | None, prefix: bytes) -> int | None:
+    if record is None or not record.startswith(prefix) or not record[len(prefix):].isdigit():
+        return None
+    return int(record[len(prefix):])
+
+
+class Qmail:
+    """One submission (qmail.c's struct qmail)."""
+
+    def __init__(self, qmail_home: bytes, env: dict[bytes, bytes] | None = None):
+        self.qmail_home = qmail_home
+        self.program = (env or {}).get(b"QMAILQUEUE")
+        self.qp = 0
+        self._flagerr = False
+        self._msg = -1
+        self._env = -1
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+        self._pid = 0
+        self._early_exit: int | None = None
+
+    def open(self) -> None:
+        """Start a qmail-queue; Temporary when the pipes cannot be made."""
+        try:
+            msg_r, self._msg = os.pipe()
+            env_r, self._env = os.pipe()
+        except OSError as e:
+            raise errors.Temporary(b"unable to make pipes: %s" % errors.error_str(e)) from None
+        try:
+            if self.program is not None:
+                self._exec(msg_r, env_r)
+            else:
+                self._service(msg_r, env_r)
+        finally:
+            os.close(msg_r)
+            os.close(env_r)
+
+    def _service(self, msg_r: int, env_r: int) -> None:
+        self._sock = connect(self.qmail_home)
+        if self._sock is None:
+            self._early_exit = 73
+            return
+        try:
+            submit(self._sock, msg_r, env_r)
+        except OSError:
+            self._early_exit = 74
+            return
+        qp = parse_number(read_record(self._sock, self._buf), b"qp ")
+        if qp is None:
+            self._early_exit = 74
+            return
+        self.qp = qp
+
+    def _exec(self, msg_r: int, env_r: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 120
+            try:
+                os.close(self._msg)
+                os.close(self._env)
+                os.dup2(msg_r, 0)
+                os.dup2(env_r, 1)
+                code = 61
+                os.chdir(self.qmail_home)
+                code = 120
+                import signal
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                os.execv(self.program, [self.program])
+            except BaseException:
+                pass
+            os._exit(code)
+        self._pid = pid
+        self.qp = pid
+
+    def put(self, data: bytes) -> None:
+        """Write message bytes (LF line ends, as the queue stores them)."""
+        if self._flagerr or self._msg < 0:
+            return
+        try:
+            fdio.write_all(self._msg, data)
+        except OSError:
+            self._flagerr = True
+
+    def _close_message(self) -> None:
+        if self._msg >= 0:
+            os.close(self._msg)
+            self._msg = -1
+
+    def _put_envelope(self, data: bytes) -> None:
+        self._close_message()
+        if self._flagerr or self._env < 0:
+            return
+        try:
+            fdio.write_all(self._env, data)
+        except OSError:
+            self._flagerr = True
+
+    def from_(self, sender: bytes) -> None:
+        """End the message; give the envelope sender."""
+        self._put_envelope(b"F" + sender + b"\0")
+
+    def to(self, recipient: bytes) -> None:
+        self._put_envelope(b"T" + recipient + b"\0")
+
+    def fail(self) -> None:
+        """Abandon the submission: qmail-queue sees a read error and queues nothing."""
+        self._flagerr = True
+
+    def close(self) -> bytes:
+        """Finish the envelope and wait: b"" when queued, else qmail's Z/D text."""
+        if not self._flagerr:
+            self._put_envelope(b"\0")
+        else:
+            self._close_message()
+        if self._env >= 0:
+            os.close(self._env)
+            self._env = -1
+        code = self._wait()
+        if code is None:
+            return CRASHED
+        if code == 0 and self._flagerr:
+            return READ_ERROR
+        return exit_text(code)
+
+    def _wait(self) -> int | None:
+        if self._early_exit is not None:
+            return self._early_exit
+        if self._pid:
+            _, status = os.waitpid(self._pid, 0)
+            if os.WIFSIGNALED(status):
+                return None
+            return os.WEXITSTATUS(status)
+        try:
+            code = parse_number(read_record(self._sock, self._buf), b"exit ")
+        finally:
+            self._sock.close()
+        return 74 if code is None else code
