@@ -27,6 +27,7 @@ from pyqmail import auto, errors, prot, qmail, qmail_queue
 
 FATAL = b"qmail-queued: fatal: "
 MAX_CLIENTS = 1000
+ALREADY_RUNNING = 100
 STOP_GRACE = 60  # seconds a SIGTERM waits for submissions under way
 SO_PEERCRED_FORMAT = "3i"
 
@@ -168,6 +169,7 @@ def run(qmail_home: bytes) -> int:
     except OSError as e:
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             errors.write_line(2, FATAL + b"qmail-queued is already running")
+            return ALREADY_RUNNING
         else:
             errors.write_line(2, FATAL + b"unable to lock queue/lock: " + errors.error_str(e))
         return 111
@@ -181,5 +183,46 @@ def run(qmail_home: bytes) -> int:
     return 0
 
 
+def keep(qmail_home: bytes) -> int:
+    """`qmail-queued -p`, as qmail-start runs it: keep a server running (restart
+    it a second after it dies) for as long as the parent, qmail-send, lives;
+    then stop it, letting submissions under way finish."""
+    try:
+        if os.geteuid() == 0:
+            prot.drop(auto.UID_QMAILQ, auto.GID_QMAIL)
+    except OSError as e:
+        errors.write_line(2, FATAL + b"unable to drop privileges: " + errors.error_str(e))
+        return 111
+    parent = os.getppid()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    while True:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = 111
+            try:
+                code = run(qmail_home)
+            finally:
+                os._exit(code)
+        started = time.monotonic()
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if stop or os.getppid() != parent:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+                return 0
+            time.sleep(0.2)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == ALREADY_RUNNING:
+            return 111
+        if stop or os.getppid() != parent:
+            return 0
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+
+
 def main() -> None:
+    if sys.argv[1:] == ["-p"]:
+        sys.exit(keep(auto.QMAIL_HOME))
     sys.exit(run(auto.QMAIL_HOME))
