@@ -11,6 +11,7 @@ import pytest
 
 from conftest import install, need_root, public_tmpdir, uid
 from remote_peers import DROP, Dnsmasq, Peer, ServFail, SmtpSink
+from pyqmail import ipme as qdns_ipme
 from pyqmail import qdns
 from pyqmail import qmail_remote as remote_module
 
@@ -28,6 +29,8 @@ DNS_RECORDS = [
     "--host-record=mx-c.backup.test," + MX_C,
     # aonly.test: no MX, an A record
     "--host-record=aonly.test," + MX_A,
+    # alias.test: a CNAME (qmail 1.03 would have rewritten recipients)
+    "--cname=alias.test,mx-a.pref.test",
     # six.test: only an AAAA record
     "--host-record=six.test,::1",
 ]
@@ -441,6 +444,13 @@ def test_a_record_when_no_mx(home, peer, dnsmasq):
     assert len(a.sessions) == 1
 
 
+def test_no_cname_rewriting(home, peer, dnsmasq):
+    a = peer(host=MX_A, port=25)
+    out = qmail_remote(home, ["alias.test", "a@x.test", "b@alias.test"], env=dnsmasq.env())
+    assert out.startswith(b"r\0K%s accepted message.\n" % MX_A.encode())
+    assert a.sessions[0].lines[2] == b"RCPT TO:<b@alias.test>\r\n"
+
+
 def test_answer_over_512_bytes(home, peer, dnsmasq):
     c = peer(host=MX_C, port=25)
     out = qmail_remote(home, ["big.test", "a@x.test", "b@big.test"], env=dnsmasq.env())
@@ -498,8 +508,7 @@ def test_dns_server_failure_is_temporary(home):
 
 
 def test_ipv6_literal_route_and_aaaa(home, peer, dnsmasq):
-    if not socket.has_ipv6 or "::1" not in open("/proc/net/if_inet6").read().replace(
-            "00000000000000000000000000000001", "::1"):
+    if "::1" not in qdns_ipme.ipv6() or not os.path.exists("/proc/net/if_inet6"):
         pytest.skip("no ::1 here")
     p = peer(host="::1")
     write_control(home, "smtproutes", "v6.test:[IPv6:::1]:%d\nname6.test:six.test:%d\n"
