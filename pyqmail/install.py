@@ -127,6 +127,8 @@ def hier(conf: Conf, source: bytes) -> list[tuple]:
             out.append((b"d", b"%s/%d" % (base, i), u[role], q, mode))
     out.append((b"d", b"queue/lock", u[b"qmailq"], q, 0o751))
     out.append((b"z", b"queue/lock/tcpto", u[b"qmailr"], q, 0o644))
+    # pyqmail: IPv6 partners' timeouts, apart so tcpto stays qmail's format
+    out.append((b"z", b"queue/lock/tcpto6", u[b"qmailr"], q, 0o644))
     out.append((b"e", b"queue/lock/sendmutex", u[b"qmails"], q, 0o600))
     out.append((b"p", b"queue/lock/trigger", u[b"qmails"], q, 0o622))
     for name in programs(source):
