@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from pyqmail import address, auto, control, errors
+from pyqmail import auto, control, errors, quote
 
 LOCAL, REMOTE = 0, 1
 CHANNEL_NAME = (b"local", b"remote")
@@ -680,8 +680,8 @@ class Send:
         else:
             recipient = sender
         head = [b"Date: %s\n" % date822(time.time()),
-                b"From: %s@%s\n" % (address.quote_local(cfg.bouncefrom), cfg.bouncehost),
-                b"To: %s\n" % address.quote_address(recipient),
+                b"From: %s@%s\n" % (quote.quote(cfg.bouncefrom), cfg.bouncehost),
+                b"To: %s\n" % quote.quote2(recipient),
                 b"Subject: failure notice\n\n",
                 b"Hi. This is the qmail-send program at %s.\n" % cfg.bouncehost]
         if double:
@@ -692,7 +692,7 @@ class Send:
         head.append(report)
         head.append(b"--- Below this line is the original bounce.\n\n" if double
                     else b"--- Below this line is a copy of the message.\n\n")
-        head.append(b"Return-Path: <%s>\n" % address.quote_address(sender))
+        head.append(b"Return-Path: <%s>\n" % quote.quote2(sender))
         qq = qmail.Qmail(self.qmail_home, self.env)
         try:
             qq.open()
