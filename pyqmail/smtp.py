@@ -19,8 +19,9 @@ import time
 from pyqmail import errors
 
 MAXHOPS = 100
-COMMAND_MAX = 65536     # spec/smtpd.md §4 pyqmail note: a longer command line is
-                        # treated as qmail treats exhausted memory
+COMMAND_MAX = 65536     # spec/smtpd.md §4 pyqmail note: a command line longer than
+                        # this (CR LF not counted) is treated as qmail treats
+                        # exhausted memory
 OUTSIZE = 512           # qmail-smtpd's ssoutbuf
 BIGWRITE = 8192         # substdio's SUBSTDIO_OUTSIZE, for pieces above OUTSIZE
 ADDRESS_MAX = 899       # addrparse(): addr.len (with its NUL) must not pass 900
@@ -314,17 +315,17 @@ class Session:
         end = data.find(b"\n", pos)
         if end < 0:
             self._line += data[pos:]
-            if len(self._line) > COMMAND_MAX:
+            if len(self._line) > COMMAND_MAX + 1:  # + the CR that may come
                 self._die(DIE_NOMEM)
             return len(data)
         self._line += data[pos:end]
-        if len(self._line) > COMMAND_MAX:
-            self._die(DIE_NOMEM)
-            return end + 1
         line = bytes(self._line)
         self._line.clear()
         if line.endswith(b"\r"):
             line = line[:-1]
+        if len(line) > COMMAND_MAX:
+            self._die(DIE_NOMEM)
+            return end + 1
         line = line.split(b"\0", 1)[0]  # a NUL ends the C string
         verb, _, arg = line.partition(b" ")
         arg = arg.lstrip(b" ")
