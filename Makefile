@@ -10,7 +10,7 @@ SRC := $(CURDIR)
 DEPS := $(SRC)/build/deps
 VENV := $(SRC)/.venv
 # Debian packages the tests use (real peers and clients, never mocks).
-APT_TEST_PACKAGES ?= python3-venv python3-pip
+APT_TEST_PACKAGES ?= python3-venv python3-pip ucspi-tcp swaks xinetd dnsmasq-base
 APT_RUN_PACKAGES ?= python3-venv python3-pip
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
