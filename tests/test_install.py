@@ -23,7 +23,7 @@ def expected_tree():
     for x in ("cat1", "cat5", "cat7", "cat8", "man1", "man5", "man7", "man8"):
         tree["man/" + x] = (d, root, 0o755)
     tree["alias"] = (d, al, 0o2755)
-    tree["queue"] = (d, qq, 0o750)
+    tree["queue"] = (d, qq, 0o751)  # INSTALL: reachable socket, not listable
     tree["queue/pid"] = (d, qq, 0o700)
     tree["queue/intd"] = (d, qq, 0o700)
     tree["queue/todo"] = (d, qq, 0o750)
@@ -33,7 +33,7 @@ def expected_tree():
         tree["queue/" + base] = (d, owner, mode)
         for i in range(SPLIT):
             tree[f"queue/{base}/{i}"] = (d, owner, mode)
-    tree["queue/lock"] = (d, qq, 0o750)
+    tree["queue/lock"] = (d, qq, 0o751)
     tree["queue/lock/tcpto"] = (f, qr, 0o644)
     tree["queue/lock/sendmutex"] = (f, qs, 0o600)
     tree["queue/lock/trigger"] = (p, qs, 0o622)
