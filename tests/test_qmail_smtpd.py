@@ -519,3 +519,35 @@ def test_overlong_command_line(smtpd):
         # it, so its close is an orderly one and the reply arrives
         s.sendall(b"NOOP " + b"x" * (65536 + 2 - 5))
         assert read_until_closed(s) == b"421 out of memory (#4.3.0)\r\n"
+
+
+def test_through_the_queue_service(smtpd):
+    """No QMAILQUEUE: the message goes through qmail-queued into the real queue,
+    and the qp in `250 ok` is the number in qmail-queue's Received line."""
+    from queueutil import QueueService, queue_files, read
+    del smtpd.env["QMAILQUEUE"]
+    service = QueueService(smtpd.home).start()
+    try:
+        smtpd.start()
+        body = b"Subject: queued\r\n\r\n..dot\r\n\xe9\r\n"
+        with smtplib.SMTP("127.0.0.1", smtpd.port, timeout=20) as client:
+            client.ehlo("svc.test")
+            client.mail("a@x")
+            client.rcpt("b@host.example.com")
+            code, text = client.data(body)
+        assert code == 250
+        qp = int(re.fullmatch(rb"ok \d+ qp (\d+)", text).group(1))
+        files = queue_files(smtpd.home)
+        (mess,) = files["mess"]
+        message = read(os.path.join(smtpd.home, "queue", "mess", mess))
+        first, rest = message.split(b"\n", 1)
+        assert re.fullmatch(rb"Received: \(qmail %d invoked from network\); \d+ \w+ \d+ "
+                            rb"\d\d:\d\d:\d\d -0000" % qp, first), first
+        assert check_received(rest, helo=b"svc.test") == b"Subject: queued\n\n..dot\n\xe9\n"  # smtplib stuffs
+        inode = mess.split("/")[1]
+        todo = read(os.path.join(smtpd.home, "queue", "todo", inode))
+        assert todo.startswith(b"u%d\0p" % uid("qmaild"))
+        assert todo.endswith(b"\0Fa@x\0Tb@host.example.com\0")
+    finally:
+        smtpd.stop()
+        service.stop()
