@@ -10,9 +10,10 @@ SRC := $(CURDIR)
 DEPS := $(SRC)/build/deps
 VENV := $(SRC)/.venv
 # Debian packages the tests use (real peers and clients, never mocks).
-# dnsmasq-base and postfix (for smtp-sink) serve the remote-delivery tests;
-# apt_install keeps package daemons from starting (policy-rc.d says 101).
-APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix
+# dnsmasq-base and postfix (for smtp-sink) serve the remote-delivery tests,
+# ucspi-tcp, swaks and xinetd the SMTP tests; apt_install keeps package daemons
+# from starting (policy-rc.d says 101).
+APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd
 APT_RUN_PACKAGES ?= python3-venv python3-pip
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
