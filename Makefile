@@ -14,7 +14,7 @@ VENV := $(SRC)/.venv
 # ucspi-tcp, swaks and xinetd the SMTP tests; apt_install keeps package daemons
 # from starting (policy-rc.d says 101).
 APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd
-APT_RUN_PACKAGES ?= python3-venv python3-pip
+APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
 
@@ -63,12 +63,10 @@ test: test-deps deps users
 	$(VENV)/bin/python -m pytest tests
 
 # A working MTA on this host: dependencies, users, the tree in QMAIL_HOME, a
-# default configuration for this host (only where none exists), then start.
+# default configuration for this host (only where none exists), then start the
+# qmail-start tree and qmail-smtpd under tcpserver on port 25.
 run: apt-run deps users setup check
-	test -s $(QMAIL_HOME)/control/me || $(QMAIL_HOME)/bin/config-fast "$$(hostname -f 2>/dev/null || hostname)"
-	@echo "pyqmail is installed in $(QMAIL_HOME) and configured for $$(head -1 $(QMAIL_HOME)/control/me)."
-	@echo "Not there yet: qmail-start (delivery), qmail-smtpd and POP3 land with their issues;"
-	@echo "until then make run installs and configures the tree but starts no daemon."
+	sh scripts/run.sh $(QMAIL_HOME)
 
 stop:
-	@echo "nothing is started by make run yet"
+	sh scripts/stop.sh
