@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import SRC, install, need_root, public_tmpdir, wait_for
+from conftest import SRC, need_root, public_tmpdir, wait_for
 from injecthelp import HEAD, Home, base_env, generated, module_home, run, write
 
 USAGE = b"sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]\n"
