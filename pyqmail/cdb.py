@@ -93,3 +93,42 @@ def make(path: bytes, tmp: bytes, records, mode: int = 0o644) -> None:
     os.rename(tmp, path)
     # Linux makes a rename durable only once its directory is fsynced.
     fdio.fsync_dir(os.path.dirname(path) or b".")
+
+
+def cdb_hash(key: bytes) -> int:
+    """cdb's hash: h = ((h << 5) + h) ^ c from 5381, in 32 bits."""
+    h = 5381
+    for c in key:
+        h = (((h << 5) + h) & 0xFFFFFFFF) ^ c
+    return h
+
+
+def _pread(fd: int, size: int, offset: int, path: bytes) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise CdbError(path, b"truncated cdb file")
+    return data
+
+
+def _pair(data: bytes) -> tuple[int, int]:
+    return int.from_bytes(data[:4], "little"), int.from_bytes(data[4:8], "little")
+
+
+def find(fd: int, key: bytes, path: bytes = b"") -> bytes | None:
+    """qmail's cdb_seek() on an open cdb: the first value for key, None when the
+    key is absent, reading only the slots it needs (the file may be large).
+    OSError on a read error, CdbError on a file that is not a cdb."""
+    h = cdb_hash(key)
+    table, slots = _pair(_pread(fd, 8, (h & 255) * 8, path))
+    if not slots:
+        return None
+    start = (h >> 8) % slots
+    for i in range(slots):
+        slot_hash, record = _pair(_pread(fd, 8, table + ((start + i) % slots) * 8, path))
+        if not record:
+            return None
+        if slot_hash == h:
+            klen, dlen = _pair(_pread(fd, 8, record, path))
+            if klen == len(key) and _pread(fd, klen, record + 8, path) == key:
+                return _pread(fd, dlen, record + 8 + klen, path)
+    return None

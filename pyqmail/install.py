@@ -113,7 +113,9 @@ def hier(conf: Conf, source: bytes) -> list[tuple]:
     for sec in (b"cat1", b"cat5", b"cat7", b"cat8", b"man1", b"man5", b"man7", b"man8"):
         out.append((b"d", b"man/" + sec, u[b"owner"], q, 0o755))
     out.append((b"d", b"alias", u[b"alias"], q, 0o2755))
-    out.append((b"d", b"queue", u[b"qmailq"], q, 0o750))
+    # queue/ and queue/lock/ are 0751, not qmail's 0750: every caller must reach
+    # the queue service's socket queue/lock/qmail-queued (INSTALL, "Modes").
+    out.append((b"d", b"queue", u[b"qmailq"], q, 0o751))
     out.append((b"d", b"queue/pid", u[b"qmailq"], q, 0o700))
     out.append((b"d", b"queue/intd", u[b"qmailq"], q, 0o700))
     out.append((b"d", b"queue/todo", u[b"qmailq"], q, 0o750))
@@ -123,8 +125,10 @@ def hier(conf: Conf, source: bytes) -> list[tuple]:
         out.append((b"d", base, u[role], q, mode))
         for i in range(conf.split):
             out.append((b"d", b"%s/%d" % (base, i), u[role], q, mode))
-    out.append((b"d", b"queue/lock", u[b"qmailq"], q, 0o750))
+    out.append((b"d", b"queue/lock", u[b"qmailq"], q, 0o751))
     out.append((b"z", b"queue/lock/tcpto", u[b"qmailr"], q, 0o644))
+    # pyqmail: IPv6 partners' timeouts, apart so tcpto stays qmail's format
+    out.append((b"z", b"queue/lock/tcpto6", u[b"qmailr"], q, 0o644))
     out.append((b"e", b"queue/lock/sendmutex", u[b"qmails"], q, 0o600))
     out.append((b"p", b"queue/lock/trigger", u[b"qmails"], q, 0o622))
     for name in programs(source):

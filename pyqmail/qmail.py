@@ -12,10 +12,11 @@ envelope, close, and turn the result into qmail's `Z`/`D` text.
 By default the message and envelope pipes are handed to the queue service
 (qmail-queued, uid qmailq) over its socket in queue/lock/; with QMAILQUEUE set,
 that program is exec'd instead, as netqmail does (spec/queue.md §3.6-3.7).
+
+socket is imported only when the service is used, so a program that queues
+through QMAILQUEUE, or not at all, starts without it.
 """
-import array
 import os
-import socket
 
 from pyqmail import errors, fdio
 
@@ -65,8 +66,9 @@ def socket_path(qmail_home: bytes) -> bytes:
     return os.path.join(qmail_home, SOCKET)
 
 
-def connect(qmail_home: bytes) -> socket.socket | None:
+def connect(qmail_home: bytes) -> "socket.socket | None":
     """A connection to the queue service, or None when it is not running."""
+    import socket
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(socket_path(qmail_home))
@@ -76,13 +78,15 @@ def connect(qmail_home: bytes) -> socket.socket | None:
     return s
 
 
-def submit(s: socket.socket, message_fd: int, envelope_fd: int) -> None:
+def submit(s: "socket.socket", message_fd: int, envelope_fd: int) -> None:
     """Hand the two read descriptors to the service (SCM_RIGHTS)."""
+    import array
+    import socket
     fds = array.array("i", [message_fd, envelope_fd])
     s.sendmsg([b"Q"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
 
 
-def read_record(s: socket.socket, buf: bytearray) -> bytes | None:
+def read_record(s: "socket.socket", buf: bytearray) -> bytes | None:
     """The next NUL-terminated record from the service, None at EOF."""
     while b"\0" not in buf:
         try:
@@ -115,7 +119,7 @@ class Qmail:
         self._flagerr = False
         self._msg = -1
         self._env = -1
-        self._sock: socket.socket | None = None
+        self._sock: "socket.socket | None" = None
         self._buf = bytearray()
         self._pid = 0
         self._early_exit: int | None = None

@@ -1,17 +1,57 @@
-"""qmail's getopt (subgetopt.c, sgetopt.c): options stop at the first argument
-not starting with `-`, at `--` (consumed) or at a lone `-` (kept); no reordering.
+"""qmail's getopt (sgetopt.c/subgetopt.c): option letters, `opts` as in C
+(`x:` takes an argument), stop at the first non-option, `--` or `-`.
+
+`getopt()` scans all of argv at once; `Getopt` steps through it as C's loop
+does, for callers that act on an option before seeing the next one (sendmail
+execs at -bp/-bs) or move the scan position (sendmail's -E/-J):
 
     opts = Getopt(argv, b"aAhHnNf:")
     while (opt := opts.next()) is not None:
-        ...                       # opt is a byte string of one letter, or b"?"
+        ...                       # one letter, or b"?" after qmail's message on fd 2
     rest = argv[opts.optind:]
-
-On a problem `next()` returns b"?" after writing qmail's message on fd 2:
-`PROG: illegal option -- X` or `PROG: option requires an argument -- X`.
 """
 import os
 
 from pyqmail import errors
+
+
+def getopt(argv: list[bytes], opts: bytes) -> tuple[list[tuple[bytes, bytes | None]], list[bytes], bytes | None]:
+    """(options in order, remaining arguments, problem line or None).
+
+    At an unknown letter or a missing argument parsing stops and the problem is
+    qmail's stderr line: `PROG: illegal option -- X\\n` or
+    `PROG: option requires an argument -- X\\n` (PROG = basename of argv[0]).
+    """
+    prog = os.path.basename(argv[0]) if argv else b""
+    found = []
+    index = 1
+    while index < len(argv):
+        arg = argv[index]
+        if arg[:1] != b"-" or arg in (b"-",):
+            break
+        if arg[1:2] == b"-":
+            index += 1
+            break
+        pos = 1
+        while pos < len(arg):
+            c = arg[pos:pos + 1]
+            pos += 1
+            spot = opts.find(c) if c != b":" else -1
+            if spot < 0:
+                return found, argv[index:], b"%s: illegal option -- %s\n" % (prog, c)
+            if opts[spot + 1:spot + 2] == b":":
+                value = arg[pos:]
+                if not value:
+                    if index + 1 >= len(argv):
+                        return found, argv[index + 1:], b"%s: option requires an argument -- %s\n" % (prog, c)
+                    index += 1
+                    value = argv[index]
+                found.append((c, value))
+                pos = len(arg)
+            else:
+                found.append((c, None))
+        index += 1
+    return found, argv[index:], None
 
 
 class Getopt:

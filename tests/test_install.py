@@ -23,7 +23,7 @@ def expected_tree():
     for x in ("cat1", "cat5", "cat7", "cat8", "man1", "man5", "man7", "man8"):
         tree["man/" + x] = (d, root, 0o755)
     tree["alias"] = (d, al, 0o2755)
-    tree["queue"] = (d, qq, 0o750)
+    tree["queue"] = (d, qq, 0o751)  # INSTALL: reachable socket, not listable
     tree["queue/pid"] = (d, qq, 0o700)
     tree["queue/intd"] = (d, qq, 0o700)
     tree["queue/todo"] = (d, qq, 0o750)
@@ -33,8 +33,9 @@ def expected_tree():
         tree["queue/" + base] = (d, owner, mode)
         for i in range(SPLIT):
             tree[f"queue/{base}/{i}"] = (d, owner, mode)
-    tree["queue/lock"] = (d, qq, 0o750)
+    tree["queue/lock"] = (d, qq, 0o751)
     tree["queue/lock/tcpto"] = (f, qr, 0o644)
+    tree["queue/lock/tcpto6"] = (f, qr, 0o644)   # pyqmail's IPv6 table (INSTALL)
     tree["queue/lock/sendmutex"] = (f, qs, 0o600)
     tree["queue/lock/trigger"] = (p, qs, 0o622)
     for x in ("home", "home+df", "proc", "proc+df", "binm1", "binm1+df",
@@ -53,8 +54,9 @@ def test_tree_matches_spec(qmail_home):
         st = os.lstat(os.path.join(qmail_home, path))
         assert (stat.S_IFMT(st.st_mode), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == \
             (kind, owner, q, mode), path
-    with open(os.path.join(qmail_home, "queue/lock/tcpto"), "rb") as f:
-        assert f.read() == b"\0" * 1024
+    for table in ("tcpto", "tcpto6"):
+        with open(os.path.join(qmail_home, "queue/lock", table), "rb") as f:
+            assert f.read() == b"\0" * 1024
     assert os.path.getsize(os.path.join(qmail_home, "queue/lock/sendmutex")) == 0
     # setup creates nothing in control/, users/, alias/, and no rc
     for empty in ("control", "users", "alias"):

@@ -1,0 +1,44 @@
+"""Reading a maildir as qmail's own readers do (maildir.c; spec/maildir-mbox.md
+§3): clean tmp/ by the 36-hour rule, scan new/ (and cur/), skip dot files and
+files from the current second, order by mtime."""
+import os
+import time
+
+CLEAN_AGE = 129600
+
+
+def clean_tmp() -> None:
+    """Remove tmp/ files not accessed for 36 hours (cwd = the maildir)."""
+    now = time.time()
+    try:
+        names = os.listdir(b"tmp")
+    except OSError:
+        return
+    for name in names:
+        path = b"tmp/" + name
+        try:
+            if now > os.stat(path).st_atime + CLEAN_AGE:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def scan(subdirs: tuple[bytes, ...]) -> list[tuple[float, bytes]]:
+    """(mtime, path) of the messages in subdirs, oldest first; OSError if a
+    directory cannot be read."""
+    now = int(time.time())
+    found = []
+    for sub in subdirs:
+        for name in os.listdir(sub):
+            if name.startswith(b"."):
+                continue
+            path = sub + b"/" + name
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if int(st.st_mtime) >= now:
+                continue
+            found.append((st.st_mtime, path))
+    found.sort()
+    return found

@@ -1,0 +1,77 @@
+"""qmail-getpw: find the user (and extension) an address belongs to, from the
+passwd database (spec/local.md §3.2).  Runs as qmailp; prints
+`user\\0uid\\0gid\\0home\\0dash\\0ext\\0` on fd 1."""
+import os
+import pwd
+import sys
+
+from pyqmail import auto, errors, fdio
+
+# qlx.h
+QLX_NFS = 115
+QLX_NOALIAS = 116
+QLX_SYS = 118
+
+USERLEN = 32  # GETPW_USERLEN: names of 32 bytes or more are never users
+
+
+def getpwnam(name: bytes) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(os.fsdecode(name))
+    except (KeyError, ValueError):
+        return None
+
+
+def userext(local: bytes) -> tuple[pwd.struct_passwd, bytes, bytes] | None:
+    """The longest BREAK-split prefix naming a non-root account that owns its
+    home: (entry, dash, extension)."""
+    for p in range(len(local), -1, -1):
+        if p >= USERLEN:
+            continue
+        if p != len(local) and local[p:p + 1] != auto.BREAK:
+            continue
+        pw = getpwnam(local[:p].lower())
+        if pw is None or pw.pw_uid == 0:
+            continue
+        try:
+            st = os.stat(pw.pw_dir)
+        except OSError as e:
+            if errors.is_temporary(e):
+                raise SystemExit(QLX_NFS) from None
+            continue
+        if st.st_uid == pw.pw_uid:
+            if p == len(local):
+                return pw, b"", b""
+            return pw, b"-", local[p + 1:]
+    return None
+
+
+def run(argv: list[bytes], out_fd: int) -> int:
+    if len(argv) < 2:
+        return 100
+    local = argv[1]
+    try:
+        found = userext(local)
+    except SystemExit as e:
+        return e.code
+    if found is None:
+        pw = getpwnam(auto.USER_ALIAS)
+        if pw is None:
+            return QLX_NOALIAS
+        found = pw, b"-", local
+    pw, dash, ext = found
+    record = b"%s\0%d\0%d\0%s\0%s\0%s\0" % (os.fsencode(pw.pw_name), pw.pw_uid, pw.pw_gid,
+                                           os.fsencode(pw.pw_dir), dash, ext)
+    try:
+        fdio.write_all(out_fd, record)
+    except OSError:
+        return QLX_SYS
+    return 0
+
+
+def main() -> None:
+    code = QLX_SYS
+    try:
+        code = run([os.fsencode(a) for a in sys.argv], 1)
+    finally:
+        os._exit(code)

@@ -1,0 +1,85 @@
+"""qmail-qread: list the queued messages and their recipients
+(spec/admin-tools.md §3)."""
+import os
+import sys
+import time
+
+from pyqmail import auto, errors
+
+MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
+          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+PRINTABLE = bytes(c if 32 <= c <= 126 else 95 for c in range(256))
+
+
+def safe(data: bytes) -> bytes:
+    """Bytes outside 32..126 become `_`."""
+    return data.translate(PRINTABLE)
+
+
+def date(t: float) -> bytes:
+    tm = time.gmtime(t)
+    return b"%d %s %d %02d:%02d:%02d GMT" % (tm.tm_mday, MONTHS[tm.tm_mon - 1], tm.tm_year,
+                                            tm.tm_hour, tm.tm_min, tm.tm_sec)
+
+
+def records(data: bytes) -> list[bytes]:
+    """NUL-terminated records; an unterminated last one is dropped."""
+    return data.split(b"\0")[:-1]
+
+
+def summary(ident: bytes, part: bytes) -> bytes:
+    """The summary line of one message; raises OSError for `trouble with`."""
+    size = os.stat(b"mess/%s/%s" % (part, ident)).st_size
+    with open(b"info/%s/%s" % (part, ident), "rb") as f:
+        st = os.fstat(f.fileno())
+        info = f.read()
+    sender = info[1:].split(b"\0", 1)[0] if info.startswith(b"F") else b""
+    line = b"%s  #%s  %d  <%s> " % (date(st.st_mtime), ident, size, sender)
+    if os.path.exists(b"bounce/%s" % ident):
+        line += b" bouncing"
+    return safe(line) + b"\n"
+
+
+def recipients(ident: bytes, part: bytes, channel: bytes) -> bytes:
+    try:
+        with open(b"%s/%s/%s" % (channel, part, ident), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return b""
+    out = []
+    for record in records(data):
+        if record.startswith(b"T"):
+            out.append(b"\t%s\t%s\n" % (channel, safe(record[1:])))
+        elif record.startswith(b"D"):
+            out.append(b"  done\t%s\t%s\n" % (channel, safe(record[1:])))
+    return b"".join(out)
+
+
+def run(qmail_home: bytes, split: int, out) -> int:
+    try:
+        os.chdir(os.path.join(qmail_home, b"queue"))
+    except OSError as e:
+        out.write(b"fatal: unable to chdir: %s\n" % errors.error_str(e))
+        return 111
+    for n in range(split):
+        part = b"%d" % n
+        try:
+            names = os.listdir(b"info/" + part)
+        except OSError as e:
+            out.write(b"fatal: unable to opendir info/%s: %s\n" % (part, errors.error_str(e)))
+            return 111
+        for ident in names:
+            if not ident.isdigit():
+                continue
+            try:
+                out.write(summary(ident, part))
+                out.write(recipients(ident, part, b"local"))
+                out.write(recipients(ident, part, b"remote"))
+            except OSError as e:
+                out.write(b"warning: trouble with #%s: %s\n" % (ident, errors.error_str(e)))
+    out.flush()
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(auto.QMAIL_HOME, auto.SPLIT, sys.stdout.buffer))

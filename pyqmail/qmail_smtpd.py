@@ -1,0 +1,162 @@
+"""qmail-smtpd: receive mail over SMTP (spec/smtpd.md).
+
+Run once per connection by tcpserver (or inetd + tcp-env) as qmaild, fd 0 and
+fd 1 the network.  The conversation is pyqmail.smtp's; this module owns the
+descriptors, the timeouts, the control files, the environment and qmail-queue.
+It imports only small modules: it starts once per connection.
+"""
+import os
+import sys
+import time
+
+from pyqmail import auto, cdb, control, fdio, ipme, qmail, smtp
+
+READSIZE = 1024   # qmail-smtpd's ssinbuf
+
+
+class Setup(Exception):
+    """setup() failed; `reply` is what qmail-smtpd says before exit 1."""
+
+    def __init__(self, reply: bytes):
+        super().__init__(reply)
+        self.reply = reply
+
+
+def read_timeout(ctl: control.Control) -> int:
+    """control/timeoutsmtpd as qmail's int: a value <= 0 becomes 1."""
+    value = ctl.int(b"timeoutsmtpd", 1200) & 0xFFFFFFFF
+    if value >= 0x80000000:
+        value -= 0x100000000
+    return value if value > 0 else 1
+
+
+def read_databytes(ctl: control.Control, env: dict[bytes, bytes]) -> int:
+    """control/databytes, overridden by $DATABYTES; an unsigned int, as in qmail."""
+    databytes = ctl.int(b"databytes", 0)
+    if b"DATABYTES" in env:
+        value = control.scan_ulong(env[b"DATABYTES"])
+        databytes = 0 if value is None else value
+    databytes &= 0xFFFFFFFF
+    if databytes == 0xFFFFFFFF:
+        databytes -= 1
+    return databytes
+
+
+def morercpthosts_lookup(fd: int, path: bytes):
+    """cdb_seek() on the already open morercpthosts.cdb."""
+    def lookup(key: bytes) -> bool:
+        try:
+            return cdb.find(fd, key, path) is not None
+        except (OSError, cdb.CdbError):
+            raise smtp.ControlsUnreadable() from None
+    return lookup
+
+
+def local_ips() -> frozenset:
+    """ipme_init(): this host's IPv4 addresses, plus 0.0.0.0 as in netqmail."""
+    out = {(0, 0, 0, 0)}
+    for ip in ipme.ipv4_fast():
+        parts = ip.split(".")
+        if len(parts) == 4 and all(p.isdigit() for p in parts):
+            out.add(tuple(int(p) & 0xFF for p in parts))
+    return frozenset(out)
+
+
+def setup(env: dict[bytes, bytes]) -> tuple[smtp.Config, int]:
+    """setup() and ipme_init(), relative to QMAIL_HOME (the cwd): the session's
+    configuration and the timeout; Setup with qmail's reply on failure."""
+    ctl = control.Control(b".")
+    try:
+        ctl.me  # control_init(): an unreadable control/me stops qmail-smtpd too
+        greeting = ctl.line(b"smtpgreeting", None, use_me=True)
+        if greeting is None:
+            raise Setup(smtp.DIE_CONTROL)
+        liphost = ctl.line(b"localiphost", None, use_me=True)
+        timeout = read_timeout(ctl)
+        rcpthosts = ctl.list(b"rcpthosts")
+        more = None
+        if rcpthosts is not None:
+            path = b"control/morercpthosts.cdb"
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                raise Setup(smtp.DIE_CONTROL) from None
+            else:
+                more = morercpthosts_lookup(fd, path)
+        badmailfrom = ctl.list(b"badmailfrom")
+        databytes = read_databytes(ctl, env)
+    except control.ControlError:
+        raise Setup(smtp.DIE_CONTROL) from None
+    try:
+        ips = local_ips()
+    except OSError:
+        raise Setup(smtp.DIE_IPME) from None
+    config = smtp.Config(
+        greeting, liphost=liphost, local_ips=ips, rcpthosts=rcpthosts,
+        morercpthosts=more, badmailfrom=badmailfrom, databytes=databytes,
+        remoteip=env.get(b"TCPREMOTEIP", b"unknown"),
+        remotehost=env.get(b"TCPREMOTEHOST", b"unknown"),
+        remoteinfo=env.get(b"TCPREMOTEINFO"),
+        local=env.get(b"TCPLOCALHOST", env.get(b"TCPLOCALIP", b"unknown")),
+        relayclient=env.get(b"RELAYCLIENT"))
+    return config, timeout
+
+
+def write_all(fd: int, writes: list[bytes], timeout: int) -> bool:
+    """safewrite(): False when a write fails or times out."""
+    try:
+        for data in writes:
+            fdio.write_all_timeout(fd, data, timeout)
+    except (OSError, fdio.Timeout):
+        return False
+    return True
+
+
+def converse(session: smtp.Session, timeout: int, infd: int, outfd: int) -> int:
+    """The command loop: read, let the session answer, write; until it ends."""
+    if not write_all(outfd, [session.greet()], timeout):
+        return 1
+    while session.exit_code is None:
+        try:
+            data = fdio.read_timeout(infd, READSIZE, timeout)
+        except fdio.Timeout:
+            write_all(outfd, [session.timeout()], timeout)
+            break
+        except OSError:
+            data = b""   # die_read()
+        if not write_all(outfd, session.receive_writes(data), timeout):
+            session.abort()
+    return session.exit_code
+
+
+def run(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME,
+        infd: int = 0, outfd: int = 1) -> int:
+    """One SMTP session as qmail-smtpd(8); return the exit code."""
+    # Python already ignores SIGPIPE (qmail's sig_pipeignore): a write to a
+    # closed connection fails with EPIPE.
+    try:
+        os.chdir(qmail_home)
+        config, timeout = setup(env)
+    except OSError:
+        write_all(outfd, [smtp.DIE_CONTROL], 1200)
+        return 1
+    except Setup as e:
+        write_all(outfd, [e.reply], 1200)
+        return 1
+    except MemoryError:
+        write_all(outfd, [smtp.DIE_NOMEM], 1200)
+        return 1
+
+    session = smtp.Session(config, lambda: qmail.Qmail(qmail_home, env), time.time)
+    try:
+        return converse(session, timeout, infd, outfd)
+    except Exception:
+        # one catch-all: a bug is a temporary failure, never a traceback
+        write_all(outfd, [session.bug()], timeout)
+        return 1
+
+
+def main() -> None:
+    sys.exit(run(dict(os.environb)))

@@ -1,0 +1,232 @@
+"""qmail-send: preprocessing, the spawn protocol, results, retries, bounces and
+the exact log lines (spec/send.md), with the real qmail-clean and queue service."""
+import calendar
+import grp
+import os
+import re
+import time
+
+import pytest
+
+from conftest import uid, wait_for
+from queueutil import queue_files, read
+from sendutil import SendHarness
+from pyqmail import qmail, qmail_send, prot
+
+SPLIT = 23
+
+
+def configure(home, **files):
+    base = {"me": "host.example.com"}
+    base.update(files)
+    for name, text in base.items():
+        with open(os.path.join(home, "control", name), "w") as f:
+            f.write(text + "\n")
+
+
+def inject(home, sender: bytes, recipients: list[bytes], body=b"Subject: t\n\nhello\n"):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            prot.drop(uid("nobody"), grp.getgrnam("nogroup").gr_gid)
+            qq = qmail.Qmail(home.encode())
+            qq.open()
+            qq.put(body)
+            qq.from_(sender)
+            for rc in recipients:
+                qq.to(rc)
+            os.write(w, b"%d %s" % (qq.qp, qq.close()))
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = os.read(r, 1000)
+    os.close(r)
+    os.waitpid(pid, 0)
+    qp, _, result = out.partition(b" ")
+    assert result == b"", result
+    return int(qp)
+
+
+@pytest.fixture
+def send(fresh_home):
+    configure(fresh_home, locals="host.example.com", virtualdomains="virt.test:alice\n.fax:uucp-fax\nexcept.fax:")
+    h = SendHarness(fresh_home)
+    yield h
+    h.stop()
+
+
+def test_local_delivery_success_log_lines(send):
+    send.read_log_until(rb"^status: local 0/10 remote 0/20$")
+    qp = inject(send.home, b"joe@host.example.com", [b"mary@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    part, ident = path.split(b"/")
+    assert int(ident) % SPLIT == int(part)
+    assert (sender, rcpt) == (b"joe@host.example.com", b"mary@host.example.com")
+    send.report(0, slot, b"K", b"did 1+0+0/\n")
+    log = send.read_log_until(rb"^end msg %s$" % ident)
+    size = os.stat(os.path.join(send.home, "queue", "mess", part.decode(), ident.decode())).st_size \
+        if os.path.exists(os.path.join(send.home, "queue", "mess", part.decode(), ident.decode())) else None
+    lines = log.decode().split("\n")
+    i = lines.index(f"new msg {ident.decode()}")
+    assert re.fullmatch(rf"info msg {ident.decode()}: bytes \d+ from <joe@host.example.com> qp {qp} uid {uid('nobody')}",
+                        lines[i + 1])
+    assert re.fullmatch(rf"starting delivery (\d+): msg {ident.decode()} to local mary@host.example.com", lines[i + 2])
+    n = re.fullmatch(r"starting delivery (\d+): .*", lines[i + 2]).group(1)
+    assert lines[i + 3:i + 7] == ["status: local 1/10 remote 0/20", f"delivery {n}: success: did_1+0+0//",
+                                  "status: local 0/10 remote 0/20", f"end msg {ident.decode()}"]
+    wait_for(lambda: queue_files(send.home)["mess"] == [])
+    assert size is None or size > 0
+
+
+def test_split_rules(send):
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"s@x", [b"joe", b"Joe@HOST.Example.com", b"info@virt.test", b"ann@other.test",
+                               b"x@a.b.fax", b"x@except.fax"])
+    got = {}
+    for channel, count in ((0, 4), (1, 2)):
+        for _ in range(count):
+            slot, path, sender, rcpt = send.command(channel)
+            got[rcpt] = channel
+            send.report(channel, slot, b"K", b"r\0Kok\n" if channel else b"ok\n")
+    assert got == {b"joe@host.example.com": 0, b"Joe@HOST.Example.com": 0,
+                   b"alice-info@virt.test": 0, b"uucp-fax-x@a.b.fax": 0,
+                   b"ann@other.test": 1, b"x@except.fax": 1}
+
+
+def test_failure_makes_exact_bounce(send):
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"joe@remote.example", [b"nosuch@host.example.com"], b"Subject: orig\n\nbody\n")
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"D", b"Sorry, no mailbox here by that name. (#5.1.1)\n")
+    log = send.read_log_until(rb"^bounce msg \d+ qp \d+$")
+    assert b"failure: Sorry,_no_mailbox_here_by_that_name._(#5.1.1)/\n" in log
+    # the bounce goes remote, from <>, to the sender
+    slot, path, sender, rcpt = send.command(1)
+    assert (sender, rcpt) == (b"", b"joe@remote.example")
+    part, ident = path.decode().split("/")
+    bounce = read(os.path.join(send.home, "queue", "mess", part, ident))
+    head, _, rest = bounce.partition(b"\n")
+    assert re.fullmatch(rb"Received: \(qmail \d+ invoked for bounce\); .* -0000", head)
+    m = re.fullmatch(
+        rb"Date: \d+ \w{3} \d{4} \d\d:\d\d:\d\d -0000\n"
+        rb"From: MAILER-DAEMON@host.example.com\n"
+        rb"To: joe@remote.example\n"
+        rb"Subject: failure notice\n\n"
+        rb"Hi. This is the qmail-send program at host.example.com.\n"
+        rb"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+        rb"This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+        rb"<nosuch@host.example.com>:\n"
+        rb"Sorry, no mailbox here by that name. \(#5.1.1\)\n\n"
+        rb"--- Below this line is a copy of the message.\n\n"
+        rb"Return-Path: <joe@remote.example>\n"
+        rb"Received: \(qmail \d+ invoked by uid \d+\); .*\n"
+        rb"Subject: orig\n\nbody\n", rest, re.S)
+    assert m, rest
+    send.report(1, slot, b"K", b"r\0Kok\n")
+
+
+def test_double_and_triple_bounce(send):
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"", [b"nosuch@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"D", b"no mailbox\n")
+    slot, path, sender, rcpt = send.command(0)
+    assert (sender, rcpt) == (b"#@[]", b"postmaster@host.example.com")
+    part, ident = path.decode().split("/")
+    text = read(os.path.join(send.home, "queue", "mess", part, ident))
+    assert b"I tried to deliver a bounce message to this address, but the bounce bounced!\n\n" in text
+    assert b"--- Below this line is the original bounce.\n\nReturn-Path: <>\n" in text
+    send.report(0, slot, b"D", b"postmaster fails too\n")
+    send.read_log_until(rb"^triple bounce: discarding bounce/%s$" % ident.encode())
+    send.read_log_until(rb"^end msg %s$" % ident.encode())
+
+
+def test_deferral_is_retried_on_schedule_and_expires(send):
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"a@b", [b"c@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    part, ident = path.decode().split("/")
+    send.report(0, slot, b"Z", b"try later\n")
+    log = send.read_log_until(rb"deferral: try_later/")
+    # age the message past queuelifetime, ALRM: one last try, then a bounce
+    info = os.path.join(send.home, "queue", "info", part, ident)
+    old = time.time() - 604801
+    os.utime(info, (old, old))
+    os.kill(send.pid, 14)
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"Z", b"still later\n")
+    send.read_log_until(rb"failure: still_later/I'm_not_going_to_try_again;_this_message_has_been_in_the_queue_too_long./")
+    send.read_log_until(rb"^bounce msg %s qp" % ident.encode())
+
+
+@pytest.mark.parametrize("channel,ages", [(0, [0, 100, 400, 900, 1600]), (1, [0, 400, 1600, 3600, 6400])])
+def test_retry_formula(channel, ages):
+    birth = 1_000_000
+    now = birth
+    seen = []
+    for _ in ages:
+        seen.append(now - birth)
+        now = qmail_send.next_retry(birth, now, channel)
+    assert seen == ages
+    assert qmail_send.next_retry(birth, birth + 1700, 0) == birth + (41 + 10) ** 2
+    assert qmail_send.next_retry(birth + 50, birth, 1) == birth + 50 + 400
+
+
+def test_rewrite_examples():
+    cfg = object.__new__(qmail_send.Config)
+    cfg.envnoathost = b"host.example.com"
+    cfg.percenthack = {b"host.example.com"}
+    cfg.set_locals([b"host.example.com"])
+    cfg.set_virtualdomains([b"virt.test:alice", b"bob@other.test:carol", b".fax:uucp-fax", b"except.fax:"])
+    cases = {b"joe": (0, b"joe@host.example.com"), b"Joe@HOST.Example.com": (0, b"Joe@HOST.Example.com"),
+             b"info@virt.test": (0, b"alice-info@virt.test"), b"bob@other.test": (0, b"carol-bob@other.test"),
+             b"ann@other.test": (1, b"ann@other.test"), b"x@a.b.fax": (0, b"uucp-fax-x@a.b.fax"),
+             b"x@except.fax": (1, b"x@except.fax"), b"x@a.except.fax": (0, b"uucp-fax-x@a.except.fax"),
+             b"u%remote.org@host.example.com": (1, b"u@remote.org"),
+             b"u%a%b@host.example.com": (1, b"u%a@b")}
+    for addr, expect in cases.items():
+        assert cfg.rewrite(addr) == expect, addr
+    cfg.set_virtualdomains([b":alias-catchall"])
+    assert cfg.rewrite(b"ann@other.test") == (0, b"alias-catchall-ann@other.test")
+    cfg.set_virtualdomains([b"virt.test:alice"])
+    assert cfg.unvirtual(b"alice-info@virt.test") == b"info@virt.test"
+
+
+def test_verp_and_bounce_block_and_safe():
+    assert qmail_send.verp(b"list-@lists.example.com-@[]", b"joe@remote.org") == \
+        b"list-joe=remote.org@lists.example.com"
+    assert qmail_send.verp(b"#@[]", b"x@y") == b"#@[]"
+    assert qmail_send.bounce_block(b"joe@example.org", b"Sorry, no mailbox here by that name. (#5.1.1)\n") == \
+        b"<joe@example.org>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
+    assert qmail_send.bounce_block(b"a\nb", b"x\n\ny") == b"<a_b>:\nx\n/y\n\n"
+    assert qmail_send.safe(b"a b%c\n\x7f\xff") == b"a_b_c/__"
+
+
+def test_concurrency_limit_and_sigterm(fresh_home):
+    configure(fresh_home, locals="host.example.com", concurrencylocal="3")
+    h = SendHarness(fresh_home)
+    try:
+        h.read_log_until(rb"^status: local 0/3 remote 0/20$")
+        for i in range(6):
+            inject(fresh_home, b"s@x", [b"r%d@host.example.com" % i])
+        slots = [h.command(0) for _ in range(3)]
+        h.read_log_until(rb"status: local 3/3")
+        with pytest.raises(AssertionError):
+            h.command(0, timeout=1.0)  # no fourth delivery while three are out
+        os.kill(h.pid, 15)
+        for slot, *_ in slots:
+            h.report(0, slot, b"K", b"ok\n")
+        h.read_log_until(rb"^status: local 0/3 remote 0/20 exitasap$")
+        h.read_log_until(rb"^status: exiting$")
+    finally:
+        h.stop()
+    # the three not yet delivered are still queued for the next start
+    h2 = SendHarness(fresh_home)
+    try:
+        for _ in range(3):
+            slot, *_ = h2.command(0)
+            h2.report(0, slot, b"K", b"ok\n")
+        wait_for(lambda: queue_files(fresh_home)["mess"] == [])
+    finally:
+        h2.stop()

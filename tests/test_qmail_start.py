@@ -1,0 +1,170 @@
+"""The whole qmail-start tree under the real uids: queue with qmail-queue, see it
+in a Maildir, read qmail-send's log, check the processes in /proc."""
+import grp
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import uid, wait_for
+from localusers import Users
+from pyqmail import prot
+
+
+class Tree:
+    """qmail-start ./Maildir/ with the log on a pipe we read."""
+
+    def __init__(self, home: str, *args: str):
+        self.home = home
+        env = {"PATH": f"{home}/bin:/usr/bin:/bin"}
+        self.proc = subprocess.Popen([os.path.join(home, "bin", "qmail-start"), "./Maildir/", *args],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, cwd="/")
+        self.log = b""
+        os.set_blocking(self.proc.stdout.fileno(), False)
+
+    def read_log(self):
+        try:
+            data = self.proc.stdout.read()
+        except (BlockingIOError, ValueError):
+            data = None
+        if data:
+            self.log += data
+        return self.log
+
+    def wait_log(self, pattern: bytes, timeout=20.0):
+        wait_for(lambda: re.search(pattern, self.read_log(), re.M), timeout)
+        return self.log
+
+    def children(self) -> dict[str, list[int]]:
+        """comm -> pids of every process below qmail-send."""
+        out = {}
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+                with open(f"/proc/{pid}/comm") as f:
+                    out.setdefault(f.read().strip(), []).append(pid)
+            except OSError:
+                continue
+            todo += kids
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.read_log()
+        self.proc.stdout.close()
+
+
+def status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+
+
+def queue_as(home, user, message: bytes, envelope: bytes) -> int:
+    r, w = os.pipe()
+    os.write(w, envelope)
+    os.close(w)
+    done = subprocess.run([os.path.join(home, "bin", "qmail-queue")], input=message, stdout=r,
+                          preexec_fn=lambda: prot.drop(uid(user), grp.getgrnam("nogroup").gr_gid))
+    os.close(r)
+    return done.returncode
+
+
+@pytest.fixture
+def users():
+    u = Users()
+    yield u
+    u.cleanup()
+
+
+@pytest.fixture
+def tree(fresh_home):
+    subprocess.run([os.path.join(fresh_home, "bin", "config-fast"), "host.example.com"],
+                   check=True, capture_output=True)
+    t = Tree(fresh_home)
+    yield t
+    t.stop()
+
+
+def test_message_reaches_maildir_with_exact_log(tree, users):
+    joe = users.make("joe")
+    joe.maildir()
+    tree.wait_log(rb"^status: local 0/10 remote 0/20$")
+    wait_for(lambda: os.path.exists(os.path.join(tree.home, "queue/lock/qmail-queued")))
+    assert queue_as(tree.home, "nobody", b"Subject: hello\n\nbody\n",
+                    b"Fsender@example.org\0T%s@host.example.com\0\0" % joe.name.encode()) == 0
+    new = os.path.join(joe.home, "Maildir", "new")
+    wait_for(lambda: os.listdir(new))
+    (name,) = os.listdir(new)
+    with open(os.path.join(new, name), "rb") as f:
+        data = f.read()
+    assert data.startswith(b"Return-Path: <sender@example.org>\nDelivered-To: %s@host.example.com\n"
+                           b"Received: (qmail " % joe.name.encode())
+    assert data.endswith(b"Subject: hello\n\nbody\n")
+    log = tree.wait_log(rb"^end msg \d+$").decode()
+    ident = re.search(r"^new msg (\d+)$", log, re.M).group(1)
+    expect = [f"new msg {ident}",
+              rf"info msg {ident}: bytes \d+ from <sender@example.org> qp \d+ uid {uid('nobody')}",
+              rf"starting delivery 1: msg {ident} to local {joe.name}@host.example.com",
+              "status: local 1/10 remote 0/20",
+              r"delivery 1: success: did_1\+0\+0/",
+              "status: local 0/10 remote 0/20",
+              f"end msg {ident}"]
+    lines = log.split("\n")[1:8]
+    for pattern, line in zip(expect, lines):
+        assert re.fullmatch(pattern, line), (pattern, line)
+
+
+def test_processes_uids_groups_fds(tree):
+    tree.wait_log(rb"^status: local 0/10")
+    wait_for(lambda: {"qmail-lspawn", "qmail-rspawn", "qmail-clean", "qmail-queued"}
+             <= set(tree.children()))
+    kids = tree.children()
+    qmail_gid = str(grp.getgrnam("qmail").gr_gid)
+    expect = {"qmail-send": "qmails", "qmail-lspawn": "root", "qmail-rspawn": "qmailr",
+              "qmail-clean": "qmailq", "qmail-queued": "qmailq"}
+    for comm, user in expect.items():
+        for pid in kids[comm]:
+            st = status(pid)
+            assert st["Uid"].split() == [str(uid(user))] * 4, comm
+            assert st["Gid"].split() == [qmail_gid] * 4, comm
+            assert st["Groups"].split() == [qmail_gid], comm
+    (send,) = kids["qmail-send"]
+    assert send == tree.proc.pid
+
+    def links(pid):
+        return {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    send_fds = links(send)
+    assert all(send_fds[fd].startswith("pipe:") for fd in range(7))
+    # each helper holds its own two pipe ends and none of qmail-send's others
+    for comm, ours in (("qmail-lspawn", (1, 2)), ("qmail-rspawn", (3, 4)), ("qmail-clean", (5, 6))):
+        (pid,) = kids[comm]
+        fds = links(pid)
+        assert (fds[0], fds[1]) == (send_fds[ours[0]], send_fds[ours[1]]), comm
+        others = {send_fds[fd] for fd in range(7)} - {fds[0], fds[1]}
+        assert not others & set(v for k, v in fds.items() if k > 1), comm
+
+
+def test_sigterm_stops_the_whole_tree(tree):
+    tree.wait_log(rb"^status: local 0/10")
+    wait_for(lambda: "qmail-queued" in tree.children())
+    pids = [p for ps in tree.children().values() for p in ps]
+    tree.proc.send_signal(signal.SIGTERM)
+    assert tree.proc.wait(20) == 0
+    tree.wait_log(rb"^status: exiting$")
+
+    def gone():
+        return not any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"
+                       for p in pids)
+    wait_for(gone, 20)
