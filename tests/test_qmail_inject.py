@@ -2,12 +2,16 @@
 through QMAILQUEUE (a capture script saving fd 0 and fd 1), byte for byte."""
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 
 import pytest
 
-from conftest import uid
-from injecthelp import HEAD, ME, base_env, generated, module_home, run
+from conftest import need_root, public_tmpdir, uid
+from pyqmail.auto import SPLIT
+from queueutil import QueueService, queue_files, read
+from injecthelp import HEAD, ME, Home, base_env, generated, module_home, run
 
 
 @pytest.fixture(scope="module")
@@ -439,3 +443,34 @@ def test_imports_stay_small(home):
                          check=True).stdout.decode().split()
     for heavy in ("dns", "email", "logging", "argparse", "re", "socket", "subprocess"):
         assert heavy not in out
+
+
+# --- end to end through the queue service ------------------------------------------
+
+@pytest.fixture
+def service_home():
+    need_root()
+    base = public_tmpdir("pyqmail-inject-q-")
+    h = Home(base)
+    service = QueueService(h.home).start()
+    yield h
+    service.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("program,args", [("qmail-inject", []), ("sendmail", ["-t", "-i"])])
+def test_queued_by_the_queue_service_as_nobody(service_home, program, args):
+    home = service_home
+    r = run(home, HEAD + b"To: a@b.c, d\nBcc: e@f.g\n\nbody\n", *args, user="nobody",
+            program=program)
+    assert (r.code, r.err) == (0, b"")
+    files = queue_files(home.home)
+    (ident,) = files["todo"]
+    q = os.path.join(home.home, "queue")
+    data = read(os.path.join(q, "mess", str(int(ident) % SPLIT), ident))
+    m = re.fullmatch(rb"Received: \(qmail (\d+) invoked by uid %d\); [^\n]+ -0000\n" % uid("nobody")
+                     + re.escape(HEAD + b"To: a@b.c, d@host.example.com\n\nbody\n"), data)
+    assert m, data
+    assert read(os.path.join(q, "todo", ident)) == (
+        b"u%d\0p%s\0Fme@host.example.com\0Td@host.example.com\0Ta@b.c\0Te@f.g\0"
+        % (uid("nobody"), m.group(1)))
