@@ -243,3 +243,12 @@ def test_sendmail_links_offered_not_forced(home, tmp_path):
     r = subprocess.run(cmd, capture_output=True)
     assert r.returncode != 0 and b"move it away first" in r.stderr
     assert stat.S_ISREG(os.lstat(links[1]).st_mode)
+
+
+def test_imports_stay_small(home):
+    code = ("import sys; sys.path.insert(0, %r); import pyqmail.sendmail, pyqmail.predate; "
+            "print(' '.join(sorted(sys.modules)))" % os.path.join(home.home, "lib", "python"))
+    out = subprocess.run(["/usr/bin/python3", "-IS", "-c", code], capture_output=True,
+                         check=True).stdout.decode().split()
+    for heavy in ("dns", "email", "logging", "argparse", "re", "socket", "subprocess"):
+        assert heavy not in out
