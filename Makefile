@@ -11,14 +11,15 @@ DEPS := $(SRC)/build/deps
 VENV := $(SRC)/.venv
 # Debian packages the tests use (real peers and clients, never mocks).
 # dnsmasq-base and postfix (for smtp-sink) serve the remote-delivery tests,
-# ucspi-tcp, swaks and xinetd the SMTP tests; apt_install keeps package daemons
+# ucspi-tcp, swaks and xinetd the SMTP tests, bsd-mailx and mutt the sendmail
+# tests; apt_install keeps package daemons
 # from starting (policy-rc.d says 101).
-APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd
+APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt
 APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
 
-.PHONY: all deps users setup check test test-deps run stop apt-run
+.PHONY: all deps users setup check test test-deps run stop apt-run sendmail-links
 
 all: deps
 
@@ -36,6 +37,21 @@ users:
 
 setup: deps
 	$(PYTHON) -m pyqmail.install setup $(QMAIL_HOME) $(SRC) $(DEPS) $(PYTHON)
+	@echo "To have /usr/sbin/sendmail and /usr/lib/sendmail run $(QMAIL_HOME)/bin/sendmail: make sendmail-links QMAIL_HOME=$(QMAIL_HOME)"
+
+# Offered by setup, never forced: the links MUAs and scripts look for (qmail's
+# INSTALL step).  An existing sendmail that is not already such a link is left
+# alone: move it away first.
+SENDMAIL_LINKS ?= /usr/sbin/sendmail /usr/lib/sendmail
+sendmail-links:
+	@for l in $(SENDMAIL_LINKS); do \
+		if [ -e "$$l" -o -L "$$l" ] && [ "$$(readlink "$$l")" != "$(QMAIL_HOME)/bin/sendmail" ]; then \
+			echo "sendmail-links: $$l exists and is not a link to $(QMAIL_HOME)/bin/sendmail; move it away first" >&2; exit 1; \
+		fi; \
+	done; \
+	for l in $(SENDMAIL_LINKS); do \
+		mkdir -p "$$(dirname "$$l")" && ln -sfn $(QMAIL_HOME)/bin/sendmail "$$l" && echo "$$l -> $(QMAIL_HOME)/bin/sendmail"; \
+	done
 
 check:
 	$(PYTHON) -m pyqmail.install check $(QMAIL_HOME) $(SRC)
