@@ -273,3 +273,74 @@ def test_stop_during_burst_loses_nothing(fresh_home, users, how):
     assert sorted(set(numbers)) == sorted(b"%d" % i for i in range(300))
     # only deliveries in flight at the stop may repeat: at most concurrencylocal
     assert duplicates <= (0 if how == "term" else 10), duplicates
+
+
+def test_detached_start(fresh_home, users):
+    """QMAILSTART_DETACH=1: qmail-start returns at once, the tree runs on as a
+    daemon in a session of its own and delivers; the variable reaches no child."""
+    subprocess.run([os.path.join(fresh_home, "bin", "config-fast"), "host.example.com"],
+                   check=True, capture_output=True)
+    joe = users.make("det")
+    maildir = joe.maildir()
+    joe.write(".qmail", b"|env > ENV; exit 0\n./Maildir/\n", 0o644)
+    log = os.path.join(fresh_home, "send.log")
+    with open(log, "wb") as out:
+        done = subprocess.run([os.path.join(fresh_home, "bin", "qmail-start"), "./Maildir/"],
+                              env={"PATH": f"{fresh_home}/bin:/usr/bin:/bin", "QMAILSTART_DETACH": "1"},
+                              stdin=subprocess.DEVNULL, stdout=out, timeout=30)
+    assert done.returncode == 0
+    send_pid = None
+    try:
+        def find():
+            nonlocal send_pid
+            for p in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{p}/cmdline", "rb") as f:
+                        if f.read() == b"/usr/bin/python3\0-IS\0%s/bin/qmail-send\0" % fresh_home.encode():
+                            send_pid = int(p)
+                except OSError:
+                    pass
+            return send_pid
+        wait_for(find)
+        st = status(send_pid)
+        assert st["PPid"].strip() == "1" or int(st["PPid"]) != os.getpid()
+        assert os.getsid(send_pid) != os.getsid(0)
+        wait_for(lambda: os.path.exists(os.path.join(fresh_home, "queue/lock/qmail-queued")))
+        assert queue_as(fresh_home, "nobody", b"Subject: d\n\nx\n",
+                        b"Fs@example.org\0T%s@host.example.com\0\0" % joe.name.encode()) == 0
+        wait_for(lambda: os.listdir(os.path.join(maildir, "new")))
+        with open(os.path.join(joe.home, "ENV"), "rb") as f:
+            assert b"QMAILSTART_DETACH" not in f.read()
+        wait_for(lambda: b"end msg" in open(log, "rb").read())
+    finally:
+        if send_pid:
+            os.kill(send_pid, signal.SIGTERM)
+            wait_for(lambda: not os.path.exists(f"/proc/{send_pid}") or
+                     open(f"/proc/{send_pid}/stat").read().split()[2] == "Z", 30)
+
+
+def test_multilog_as_the_logger(fresh_home, users):
+    """`qmail-start ./Maildir/ multilog t DIR`: the logger runs as qmaill and
+    stores qmail-send's lines with TAI64N labels."""
+    subprocess.run([os.path.join(fresh_home, "bin", "config-fast"), "host.example.com"],
+                   check=True, capture_output=True)
+    logdir = os.path.join(fresh_home, "log")
+    os.mkdir(logdir)
+    os.chown(logdir, uid("qmaill"), -1)
+    joe = users.make("mlog")
+    joe.maildir()
+    tree = Tree(fresh_home, "multilog", "t", logdir)
+    current = os.path.join(logdir, "current")
+    try:
+        wait_for(lambda: os.path.exists(current) and b"status: local 0/10" in open(current, "rb").read())
+        wait_for(lambda: os.path.exists(os.path.join(fresh_home, "queue/lock/qmail-queued")))
+        assert queue_as(fresh_home, "nobody", b"x\n", b"Fs@h\0T%s@host.example.com\0\0" % joe.name.encode()) == 0
+        wait_for(lambda: b"end msg" in open(current, "rb").read())
+        kids = tree.children()
+        assert status(kids["multilog"][0])["Uid"].split()[0] == str(uid("qmaill"))
+    finally:
+        tree.stop()
+    lines = open(current, "rb").read().split(b"\n")
+    assert re.fullmatch(rb"@4000[0-9a-f]{20} status: local 0/10 remote 0/20", lines[0])
+    assert any(re.fullmatch(rb"@4000[0-9a-f]{20} delivery 1: success: did_1\+0\+0/", x) for x in lines)
+    assert tree.log == b""  # nothing on qmail-start's stdout
