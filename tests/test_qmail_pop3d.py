@@ -5,6 +5,7 @@ import os
 import poplib
 import random
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -92,9 +93,18 @@ class Pop:
 
     def stop(self):
         if self.server is not None:
-            # the sessions end by themselves once their clients are gone; the
-            # user can only be removed when nothing runs as it
-            wait_for(lambda: not proc_children(self.server.pid))
+            # the sessions end by themselves once their clients are gone (a
+            # failed test may leave one waiting): the user can only be removed
+            # when nothing runs as it
+            deadline = time.monotonic() + 10
+            while proc_children(self.server.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for popup in proc_children(self.server.pid):
+                for pid in proc_children(popup) + [popup]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
             self.server.terminate()
             self.server.wait(10)
             self.server.stderr.close()
