@@ -13,7 +13,6 @@ checkpassword or qmail-pop3d writes on stderr reaches the client.
 It imports only small modules: it starts once per connection.
 """
 import os
-import signal
 import sys
 import time
 
@@ -57,6 +56,9 @@ def doanddie(session: pop3.Popup, childargs: list[bytes], outfd: int) -> int:
         try:
             os.close(pipe_w)
             os.set_inheritable(3, True)
+            # sig_pipedefault(); signal (with enum) is imported here, in the
+            # child, so the session itself does not pay for it
+            import signal
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.execvp(childargs[0], childargs)
         finally:

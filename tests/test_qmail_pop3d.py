@@ -346,8 +346,9 @@ def test_popup_hands_the_login_on_fd_3(qmail_home, tmp_path):
     popup = os.path.join(qmail_home, "bin", "qmail-popup")
     saved = tmp_path / "fd3"
     prog = tmp_path / "prog"
+    sigign = tmp_path / "sigign"
     prog.write_text("#!/bin/sh\ncat <&3 > %s\necho \"$1 $2\" >&2\nprintf '+OK child\\r\\n'\n"
-                    "exit ${EXIT:-0}\n" % saved)
+                    "grep ^SigIgn: /proc/$$/status > %s\nexit ${EXIT:-0}\n" % (saved, sigign))
     prog.chmod(0o755)
     done = subprocess.run([popup, "pop.example.com", str(prog), "a1", "a2"],
                           input=b"USER joe\r\nPASS pw with  spaces\r\nSTAT\r\n",
@@ -359,6 +360,8 @@ def test_popup_hands_the_login_on_fd_3(qmail_home, tmp_path):
     assert done.stderr == b"a1 a2\n"
     assert saved.read_bytes() == b"joe\0pw with  spaces\0<%s.%s@pop.example.com>\0" % (
         m.group(1), m.group(2))
+    # sig_pipedefault(): the subprogram does not inherit Python's ignored SIGPIPE
+    assert int(sigign.read_text().split()[1], 16) & (1 << 12) == 0
     done = subprocess.run([popup, "pop.example.com", str(prog)], env={"EXIT": "7"},
                           input=b"APOP joe digest\r\n", capture_output=True)
     assert done.stdout.endswith(b"+OK child\r\n-ERR authorization failed\r\n")
@@ -469,7 +472,7 @@ def test_imports_and_start_time(qmail_home):
         names = subprocess.run([PYTHON, "-I", "-S", "-c", code], capture_output=True,
                                check=True).stdout.decode().split()
         for heavy in ("socket", "re", "logging", "email", "dns", "argparse", "typing",
-                      "dataclasses", "subprocess", "ctypes"):
+                      "dataclasses", "subprocess", "ctypes", "enum", "signal"):
             assert heavy not in names, (module, heavy)
 
     def best(argv, data):
