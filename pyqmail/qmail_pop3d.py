@@ -21,7 +21,9 @@ class Mailbox:
     """The message files, relative to the maildir (the cwd)."""
 
     def open(self, path: bytes):
-        return open(path, "rb", buffering=0)
+        # qmail's open_read(): O_NDELAY, so a FIFO planted in the maildir
+        # cannot hang the session
+        return open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb", buffering=0)
 
     def unlink(self, path: bytes) -> None:
         os.unlink(path)
