@@ -12,9 +12,10 @@ VENV := $(SRC)/.venv
 # Debian packages the tests use (real peers and clients, never mocks).
 # dnsmasq-base and postfix (for smtp-sink) serve the remote-delivery tests,
 # ucspi-tcp, swaks and xinetd the SMTP tests, bsd-mailx and mutt the sendmail
-# tests; apt_install keeps package daemons
-# from starting (policy-rc.d says 101).
-APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools
+# tests, fetchmail the POP3 tests (pyqmail ships its own checkpassword: Debian
+# has no package of it); apt_install keeps package daemons from starting
+# (policy-rc.d says 101).
+APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools fetchmail
 APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"

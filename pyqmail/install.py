@@ -25,7 +25,10 @@ CHECK_WARNING = b"instcheck: warning: "
 
 # program -> (owner role, mode); spec/install.md §3 with the deviations above.
 PROGRAMS = {}
-for _name in (b"qmail-lspawn", b"qmail-start", b"qmail-newu", b"qmail-newmrh"):
+for _name in (b"qmail-lspawn", b"qmail-start", b"qmail-newu", b"qmail-newmrh",
+              # pyqmail's checkpassword (Debian has none): root's alone, run by
+              # qmail-popup as root
+              b"checkpassword"):
     PROGRAMS[_name] = (b"owner", 0o700)
 for _name in (
     # qmail's 0711 programs

@@ -41,10 +41,12 @@ def expected_tree():
     for x in ("home", "home+df", "proc", "proc+df", "binm1", "binm1+df",
               "binm2", "binm2+df", "binm3", "binm3+df"):
         tree["boot/" + x] = (f, root, 0o755)
-    # qmail's 0700 programs stay 0700; every other program is 0755 (INSTALL)
+    # qmail's 0700 programs stay 0700, and pyqmail's checkpassword is root's
+    # alone; every other program is 0755 (INSTALL)
     for x in os.listdir(os.path.join(SRC, "bin")):
         tree["bin/" + x] = (f, root, 0o700 if x in (
-            "qmail-lspawn", "qmail-start", "qmail-newu", "qmail-newmrh") else 0o755)
+            "qmail-lspawn", "qmail-start", "qmail-newu", "qmail-newmrh",
+            "checkpassword") else 0o755)
     return tree, q
 
 
