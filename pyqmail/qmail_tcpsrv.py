@@ -314,9 +314,11 @@ def address(sockaddr) -> tuple[bytes, int, bytes | None]:
 class Listener:
     """What the children of one listener share: options, program, environment."""
 
-    def __init__(self, o: Options, env: dict[bytes, bytes], module=None, lib=None):
+    def __init__(self, o: Options, env: dict[bytes, bytes], module=None, lib=None,
+                 startup: dict[bytes, bytes | None] | None = None):
         self.o = o
         self.env = env
+        self.startup = startup or {}   # what the interpreter's start changed in env
         self.module = module      # the program's module, when it runs in-process
         self.lib = lib            # libc for proctitle.rename
 
@@ -410,6 +412,15 @@ class Listener:
         proctitle.rename(self.lib, argv)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        # a new interpreter would change its environment again as ours did at
+        # start (PEP 538 sets LC_CTYPE=C.UTF-8 in the C locale)
+        env = dict(env)
+        for name, value in self.startup.items():
+            if env.get(name) == self.env.get(name):
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = value
         os.environb.clear()
         os.environb.update(env)
         sys.argv = [os.fsdecode(a) for a in argv]
@@ -631,8 +642,10 @@ def serve(listener: Listener, s: socket.socket) -> int:
         conn.close()
 
 
-def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
-    """tcpserver(1) for qmail; returns 0 after SIGTERM, 100/111 on failure."""
+def run(argv: list[bytes], env: dict[bytes, bytes],
+        interpreter_env: dict[bytes, bytes] | None = None) -> int:
+    """tcpserver(1) for qmail with env the caller's environment (interpreter_env:
+    ours after the interpreter's start); returns 0 after SIGTERM, 100/111 on failure."""
     verbosity = 1
     try:
         o = parse_options(argv, env)
@@ -655,8 +668,29 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     os.dup2(devnull, 1, inheritable=False)
     os.close(devnull)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    return serve(Listener(o, env, module, lib), s)
+    startup = {}
+    if interpreter_env is not None:
+        startup = {name: value for name, value in interpreter_env.items() if env.get(name) != value}
+        startup.update((name, None) for name in env if name not in interpreter_env)
+    return serve(Listener(o, env, module, lib, startup), s)
+
+
+def original_environment() -> dict[bytes, bytes]:
+    """The environment this process was started with, from /proc/self/environ:
+    an exec'd program gets the caller's environment, not the one the interpreter
+    changed at start."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return dict(os.environb)
+    env: dict[bytes, bytes] = {}
+    for entry in data.split(b"\0"):
+        name, eq, value = entry.partition(b"=")
+        if eq and name and name not in env:
+            env[name] = value
+    return env
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb)))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], original_environment(), dict(os.environb)))

@@ -127,15 +127,15 @@ class Smtpd:
         its stderr goes to self.log_path."""
         cdb = self.tcprules(rules)
         listener = "tcpserver" if server == "tcpserver" else self.program("qmail-tcpsrv")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        probe = "::1" if host == "0" else host
+        family = socket.AF_INET6 if ":" in host or host == "0" else socket.AF_INET
+        probe = "::" if host == "0" else host
         candidates = list(range(*ports))
         random.shuffle(candidates)
         self.log_path = os.path.join(self.base, "log.%s" % os.path.basename(listener))
         for port in candidates[:20]:
             with socket.socket(family) as s:
                 try:
-                    s.bind((probe if host != "0" else "::", port))
+                    s.bind((probe, port))
                 except OSError:
                     continue
             argv = [listener, "-v", "-R", "-H", "-l", ME.decode(), "-x", cdb,
