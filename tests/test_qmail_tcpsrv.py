@@ -265,6 +265,13 @@ def test_same_environment_and_log_as_tcpserver(home):
     """qmail-smtpd (and the QMAILQUEUE program it runs) see exactly the environment
     they see under tcpserver; the -v lines are tcpserver's."""
     home.env["KEPT"] = "from the listener"
+    # a shell in front of the capture keeps the environment exactly as qmail-smtpd
+    # passed it (Python would coerce the locale again)
+    wrapper = os.path.join(home.base, "env-then-capture")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nenv -0 > %s/shell.$$.environ\nexec %s\n' % (home.captured, home.capture))
+    os.chmod(wrapper, 0o755)
+    home.env["QMAILQUEUE"] = wrapper
 
     def scenario(h):
         transaction("127.0.0.1", h)
@@ -274,7 +281,12 @@ def test_same_environment_and_log_as_tcpserver(home):
         with h.connect("127.0.0.4") as s:
             read_until_closed(s)
         wait_end(h, 3)
-        environs = sorted(h.environs(), key=lambda e: e[b"TCPREMOTEIP"])
+        environs = []
+        for name in sorted(os.listdir(h.captured)):
+            if name.startswith("shell."):
+                with open(os.path.join(h.captured, name), "rb") as f:
+                    environs.append(dict(e.split(b"=", 1) for e in f.read().split(b"\0") if e))
+        environs.sort(key=lambda e: e[b"TCPREMOTEIP"])
         for e in environs:
             assert int(e.pop(b"TCPLOCALPORT")) == h.port
             assert 1024 <= int(e.pop(b"TCPREMOTEPORT")) < 65536
@@ -283,9 +295,12 @@ def test_same_environment_and_log_as_tcpserver(home):
     results = run_both(home, scenario)
     assert results["tcpserver"] == results["qmail-tcpsrv"]
     environs, log = results["qmail-tcpsrv"]
-    # the interpreter's locale coercion (PEP 538) is seen as after an exec
-    assert environs[1].pop(b"LC_CTYPE") == b"C.UTF-8"
-    assert environs[1] == {b"PATH": b"/usr/bin:/bin", b"QMAILQUEUE": home.capture.encode(),
+    # qmail-smtpd's environment: the listener's, tcpserver's variables, the rule's
+    # variables, and the interpreter's locale coercion (PEP 538) as after an exec
+    assert len(environs) == 2
+    assert environs[1].pop(b"PWD") == home.home.encode()     # the shell's own
+    assert environs[1] == {b"PATH": b"/usr/bin:/bin", b"QMAILQUEUE": wrapper.encode(),
+                           b"LC_CTYPE": b"C.UTF-8",
                            b"KEPT": b"from the listener", b"PROTO": b"TCP",
                            b"TCPLOCALIP": b"127.0.0.1", b"TCPLOCALHOST": ME,
                            b"TCPREMOTEIP": b"127.0.0.3", b"DATABYTES": b"6", b"RELAYCLIENT": b"@r"}
