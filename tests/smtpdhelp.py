@@ -120,7 +120,7 @@ class Smtpd:
                      b"127.0.0.4:deny\n:allow\n")
 
     def start(self, *options, server="tcpserver", ports=(25000, 26000), host="127.0.0.1",
-              program=None, rules=DEFAULT_RULES, check=True):
+              program=None, rules=DEFAULT_RULES, check=True, localname=ME.decode()):
         """The real tcpserver (or pyqmail's qmail-tcpsrv) on a free port of
         range(*ports) at host, running program (default qmail-smtpd) as
         qmaild:nofiles under the rules given (text for the real tcprules);
@@ -138,7 +138,7 @@ class Smtpd:
                     s.bind((probe, port))
                 except OSError:
                     continue
-            argv = [listener, "-v", "-R", "-H", "-l", ME.decode(), "-x", cdb,
+            argv = [listener, "-v", "-R", "-H", *(["-l", localname] if localname else []), "-x", cdb,
                     "-u", str(uid("qmaild")), "-g", str(gid("nofiles")), *options,
                     host, str(port), *(program or [self.program()])]
             with open(self.log_path, "wb") as log:

@@ -248,12 +248,12 @@ def test_missing_rules_file(smtpd):
 
 # ---- the two side by side
 
-def run_both(home, scenario, **kw):
+def run_both(home, scenario, options=(), **kw):
     """Run scenario(home) under each server in turn; {server: result}."""
     results = {}
     for server in SERVERS:
         clear_captured(home)
-        start(home, server=server, **kw)
+        start(home, *options, server=server, **kw)
         try:
             results[server] = scenario(home)
         finally:
@@ -518,3 +518,143 @@ def test_found_and_safecats():
     assert qmail_tcpsrv.todot([b"Mx", b"Ex.ample", b"a_b-c"]) == b"mx.ex\\056ample.a_b-c"
     assert qmail_tcpsrv.ptr_name(b"192.0.2.1") == b"1.2.0.192.in-addr.arpa"
     assert qmail_tcpsrv.ptr_name(b"::1") == b"1." + b"0." * 31 + b"ip6.arpa"
+
+
+# ---- -h (DNS) and -r (ident) against tcpserver
+
+class Identd:
+    """An RFC 1413 server on ADDRESS:113 that names every connection's user joe."""
+
+    def __init__(self, address):
+        import threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, 113))
+        self.sock.listen(8)
+        self.sock.settimeout(0.1)
+        self.stopping = False
+        self.queries = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                query = b""
+                while not query.endswith(b"\n"):
+                    chunk = conn.recv(100)
+                    if not chunk:
+                        break
+                    query += chunk
+                self.queries.append(query)
+                conn.sendall(query.strip() + b" : USERID : UNIX : joe\r\n")
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def names():
+    """dnsmasq on 127.0.27.53:53 (tcpserver's djbdns library asks port 53 of
+    $DNSCACHEIP) with PTR records for the test addresses, and an identd for
+    127.0.0.9."""
+    binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    if not os.path.exists(binary):
+        pytest.skip("dnsmasq not installed (Debian dnsmasq-base)")
+    address = "127.0.27.53"
+    proc = subprocess.Popen(
+        [binary, "--no-daemon", "--port=53", "--listen-address=" + address, "--bind-interfaces",
+         "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=nobody",
+         "--local=/0.0.127.in-addr.arpa/", "--ptr-record=1.0.0.127.in-addr.arpa,Mail.Example.COM",
+         "--ptr-record=9.0.0.127.in-addr.arpa,client.example.test"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    identd = None
+    try:
+        def answers():
+            assert proc.poll() is None, "dnsmasq did not start"
+            return qmail_tcpsrv.dns_name(b"127.0.0.9", {b"DNSCACHEIP": address.encode()}) \
+                == b"client.example.test"
+        wait_for(answers)
+        identd = Identd("127.0.0.9")
+        yield address, identd
+    finally:
+        if identd is not None:
+            identd.stop()
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_remotehost_and_remoteinfo_as_tcpserver(home, names):
+    """-h without -l (PTR names for both ends, lowercased) and -r (ident): the
+    same environment, rules (INFO@IP, =HOST) and log lines as tcpserver's."""
+    address, identd = names
+    dump = os.path.join(home.base, "dump")
+    with open(dump, "w") as f:
+        f.write(DUMP)
+    os.chmod(dump, 0o755)
+    out = os.path.join(home.base, "out")
+    os.mkdir(out)
+    os.chown(out, uid("qmaild"), -1)
+    home.env["DNSCACHEIP"] = address
+    rules = (b'joe@127.0.0.9:allow,RULE="info@ip"\n'
+             b'=.example.com:allow,RULE="=.suffix"\n'
+             b':allow,RULE="default"\n')
+
+    def scenario(h):
+        for n, source in enumerate(["127.0.0.9", "127.0.0.1", "127.0.0.10"]):
+            with h.connect(source) as s:
+                assert read_until_closed(s) == b""
+            wait_end(h, n + 1)
+        files = {}
+        for name in sorted(os.listdir(out)):
+            with open(os.path.join(out, name), "rb") as f:
+                data = f.read()
+            os.unlink(os.path.join(out, name))
+            if name.endswith(".env"):
+                data = sorted(e for e in data.split(b"\0")
+                              if not e.startswith((b"TCPREMOTEPORT=", b"TCPLOCALPORT=")))
+            files[name] = data
+        return files, normalized_log(h)
+
+    # -h -r after the helper's -H -R; no -l: the local name comes from DNS too
+    results = run_both(home, scenario, options=("-h", "-r", "-t", "5"), rules=rules,
+                       program=[dump, out], localname=None)
+    assert results["qmail-tcpsrv"] == results["tcpserver"]
+    files, log = results["qmail-tcpsrv"]
+    env = {ip: dict(e.split(b"=", 1) for e in files[ip + ".env"] if e)
+           for ip in ("127.0.0.9", "127.0.0.1", "127.0.0.10")}
+    assert (env["127.0.0.9"][b"TCPREMOTEHOST"], env["127.0.0.9"][b"TCPREMOTEINFO"],
+            env["127.0.0.9"][b"RULE"]) == (b"client.example.test", b"joe", b"info@ip")
+    assert env["127.0.0.1"][b"TCPREMOTEHOST"] == b"mail.example.com"
+    assert env["127.0.0.1"][b"RULE"] == b"=.suffix"
+    assert b"TCPREMOTEHOST" not in env["127.0.0.10"] and env["127.0.0.10"][b"RULE"] == b"default"
+    assert b"TCPREMOTEINFO" not in env["127.0.0.1"]     # no identd there
+    assert env["127.0.0.9"][b"TCPLOCALHOST"] == b"mail.example.com"
+    assert b"tcpserver: ok P mail.example.com:127.0.0.1:PORT client.example.test:127.0.0.9:joe:RPORT" \
+        in log
+    assert len(identd.queries) == 2
+
+
+def test_changed_program_is_execed(home):
+    """Only this installation's unchanged wrapper runs in-process: an edited
+    bin/qmail-smtpd (or any other program) is exec'd, as tcpserver does."""
+    with open(home.program(), "ab") as f:
+        f.write(b"# a local change\n")
+    start(home, server="qmail-tcpsrv")
+    with home.connect() as s:
+        assert read_reply(s)[0] == b"220 host.example.com ESMTP\r\n"
+        (pid,) = pids(home)
+        status, comm, fds, argv = proc_view(pid)
+        s.sendall(b"QUIT\r\n")
+        assert read_until_closed(s) == b"221 host.example.com\r\n"
+    assert comm == b"qmail-smtpd\n"
+    assert argv[1:] == [b"-IS", home.program().encode()]
