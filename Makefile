@@ -14,7 +14,7 @@ VENV := $(SRC)/.venv
 # ucspi-tcp, swaks and xinetd the SMTP tests, bsd-mailx and mutt the sendmail
 # tests; apt_install keeps package daemons
 # from starting (policy-rc.d says 101).
-APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt
+APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools
 APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"

@@ -4,7 +4,10 @@ logger and pyqmail's queue service, with qmail's pipes (spec/start-and-logs.md Â
     qmail-start [ defaultdelivery [ logger [ arg ... ] ] ]
 
 Prints nothing: every failure is exit 111.  On success this process becomes
-qmail-send (exec, same pid); every other process is its child.
+qmail-send (exec, same pid); every other process is its child.  It stays in
+the foreground, as qmail's does; with QMAILSTART_DETACH=1 in its environment
+(a boot script's choice, e.g. `env - PATH=... QMAILSTART_DETACH=1 qmail-start
+...`) it detaches first.
 """
 import os
 import signal
@@ -79,8 +82,23 @@ def run(argv: list[bytes]) -> int:
     return 111
 
 
+def detach() -> None:
+    """QMAILSTART_DETACH set (by a boot script): become a daemon with
+    python-daemon (double fork, new session, no controlling tty, cwd /, umask
+    077), keeping fds 0 and 1 (the log destination) and leaving every signal
+    disposition alone; the variable is removed so no child ever sees it."""
+    import daemon
+    del os.environ["QMAILSTART_DETACH"]
+    context = daemon.DaemonContext(working_directory="/", umask=0o077, detach_process=True,
+                                   prevent_core=False, signal_map={},
+                                   files_preserve=[0, 1], stdin=sys.stdin, stdout=sys.stdout, stderr=None)
+    context.open()
+
+
 def main() -> None:
     try:
+        if os.environ.get("QMAILSTART_DETACH"):
+            detach()
         code = run([os.fsencode(a) for a in sys.argv])
     except BaseException:
         code = 111

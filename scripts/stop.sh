@@ -1,16 +1,18 @@
 #!/bin/sh
-# make stop: TERM to qmail-send (it finishes deliveries under way; its helpers,
-# the queue service and the logger follow) and to the SMTP listener.
+# make stop: TERM to the SMTP listener's process group, and TERM to qmail-send
+# alone (as qmail's docs say): it lets deliveries under way finish, then its
+# helpers, the queue service and the logger see EOF and exit by themselves.
 run=/run/pyqmail
-for name in smtpd tcpserver qmail-send; do
-  pidfile=$run/$name.pid
-  [ -s "$pidfile" ] || continue
+stop() {  # name, what to signal
+  pidfile=$run/$1.pid
+  [ -s "$pidfile" ] || return 0
   pid=$(cat "$pidfile")
-  # the session leader started by run.sh: its process group holds the listener
-  # (dash's kill takes no --: -TERM, then the negative pid)
-  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  kill -TERM "$2$pid" 2>/dev/null || true
   i=0
-  while kill -0 "$pid" 2>/dev/null && [ $i -lt 300 ]; do i=$((i + 1)); sleep 0.1; done
+  while kill -0 "$pid" 2>/dev/null && [ $i -lt 600 ]; do i=$((i + 1)); sleep 0.1; done
   rm -f "$pidfile"
-  echo "stopped $name"
-done
+  echo "stopped $1"
+}
+stop smtpd -          # qmail-tcpsrv or tcpserver, as scripts/run.sh started it
+stop tcpserver -      # the pid file of older versions of run.sh
+stop qmail-send ""

@@ -100,6 +100,8 @@ class Smtpd:
         for name in sorted(os.listdir(self.captured)):
             if name.startswith(kind + ".") and name.endswith(".msg"):
                 stem = os.path.join(self.captured, name[:-4])
+                if not os.path.exists(stem + ".ids"):
+                    continue  # the capture script writes .ids last: not finished yet
                 with open(stem + ".msg", "rb") as f:
                     message = f.read()
                 with open(stem + ".env", "rb") as f:
