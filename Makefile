@@ -81,9 +81,11 @@ test: test-deps deps users
 
 # A working MTA on this host: dependencies, users, the tree in QMAIL_HOME, a
 # default configuration for this host (only where none exists), then start the
-# qmail-start tree and qmail-smtpd under tcpserver on port 25.
+# qmail-start tree and qmail-smtpd under qmail-tcpsrv on port 25
+# (SMTPD_LISTENER=tcpserver: under the real tcpserver).
+SMTPD_LISTENER ?= qmail-tcpsrv
 run: apt-run deps users setup check
-	sh scripts/run.sh $(QMAIL_HOME)
+	SMTPD_LISTENER=$(SMTPD_LISTENER) sh scripts/run.sh $(QMAIL_HOME)
 
 stop:
 	sh scripts/stop.sh

@@ -1,8 +1,10 @@
 #!/bin/sh
 # make run: configure this host (only what is missing) and start pyqmail from
 # QMAIL_HOME: the qmail-start tree delivering to ./Maildir/, qmail-smtpd on
-# port 25 under the real tcpserver, with 127. allowed to relay, and POP3 on
-# port 110 (qmail-popup, pyqmail's checkpassword, qmail-pop3d Maildir).
+# port 25 (IPv4 and IPv6) under qmail-tcpsrv, with 127. allowed to relay, and
+# POP3 on port 110 (qmail-popup, pyqmail's checkpassword, qmail-pop3d Maildir).
+# SMTPD_LISTENER=tcpserver uses the real tcpserver (IPv4, one exec per
+# connection) with the same options instead.
 # make stop (scripts/stop.sh) stops all three.  Logs: syslog through splogger when
 # /dev/log exists, else /var/log/pyqmail/.
 set -eu
@@ -25,6 +27,12 @@ fi
 if [ ! -e "$Q/control/tcp.smtp" ]; then
   printf '127.:allow,RELAYCLIENT=""\n:allow\n' > "$Q/control/tcp.smtp"
 fi
+listener=${SMTPD_LISTENER:-qmail-tcpsrv}
+case $listener in
+  qmail-tcpsrv) listener="$Q/bin/qmail-tcpsrv" ;;
+  tcpserver) ;;
+  *) echo "SMTPD_LISTENER must be qmail-tcpsrv or tcpserver" >&2; exit 1 ;;
+esac
 tcprules "$Q/control/tcp.smtp.cdb" "$Q/control/tcp.smtp.tmp" < "$Q/control/tcp.smtp"
 
 mkdir -p /var/log/pyqmail
@@ -52,13 +60,17 @@ else
   setsid sh -c "exec \"$Q/rc\" >>$send_out 2>&1 </dev/null" >/dev/null 2>&1 </dev/null &
   echo $! > "$run/qmail-send.pid"
 fi
-if [ -s "$run/tcpserver.pid" ] && kill -0 "$(cat "$run/tcpserver.pid")" 2>/dev/null; then
-  echo "tcpserver is already running (pid $(cat "$run/tcpserver.pid"))"
-else
-  setsid sh -c "tcpserver -v -R -l \"$me\" -x \"$Q/control/tcp.smtp.cdb\" \
+# the SMTP listener (smtpd.pid; tcpserver.pid from older versions of this script)
+for pidfile in "$run/smtpd.pid" "$run/tcpserver.pid"; do
+  if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "the SMTP listener is already running (pid $(cat "$pidfile"))"; smtpd_running=1
+  fi
+done
+if [ -z "${smtpd_running:-}" ]; then
+  setsid sh -c "\"$listener\" -v -R -l \"$me\" -x \"$Q/control/tcp.smtp.cdb\" \
       -u $(id -u qmaild) -g $(getent group nofiles | cut -d: -f3) 0 25 \"$Q/bin/qmail-smtpd\" 2>&1 </dev/null \
       | $smtpd_pipe >>$smtpd_out 2>&1" >/dev/null 2>&1 </dev/null &
-  echo $! > "$run/tcpserver.pid"
+  echo $! > "$run/smtpd.pid"
 fi
 # POP3: qmail-popup runs as root to run checkpassword, which becomes the user
 # and runs qmail-pop3d in ~/Maildir

@@ -13,6 +13,7 @@ stop() {  # name, what to signal
   rm -f "$pidfile"
   echo "stopped $1"
 }
-stop tcpserver -
+stop smtpd -          # qmail-tcpsrv or tcpserver, as scripts/run.sh started it
+stop tcpserver -      # the pid file of older versions of run.sh
 stop pop3d -
 stop qmail-send ""
