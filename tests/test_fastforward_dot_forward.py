@@ -225,3 +225,91 @@ def test_fastforward_bounces_an_unknown_alias(var_qmail, users, scratch, stop_tr
         b"--- Below this line is a copy of the message.\n\n"
         b"Return-Path: <%s>\n" % re.escape(sender)
         + RECEIVED % (b"by uid %d" % uid("nobody")) + re.escape(MESSAGE), body), body.decode()
+
+
+DOT_FORWARD_DEFAULT = "|dot-forward .forward\n./Maildir/"  # boot/home+df, with Maildir
+
+
+def test_dot_forward_forwards_and_runs_a_program(var_qmail, users, stop_trees):
+    ann = users.make("dfa")
+    bob = users.make("dfb")
+    for u in (ann, bob):
+        u.maildir()
+    # bob unqualified: dot-forward qualifies it from /var/lib/qmail/control
+    ann.write(".forward", b"# forwarding\n%s, \"|cat > prog.out\"\n" % bob.name.encode(), 0o644)
+    tree = start_tree(var_qmail, DOT_FORWARD_DEFAULT)
+    stop_trees.append(tree)
+    assert queue_as(var_qmail, "nobody", MESSAGE,
+                    b"Fsender@example.org\0T%s@%s\0\0" % (ann.name.encode(), ME.encode())) == 0
+    data = only_message(os.path.join(bob.home, "Maildir"))
+    assert re.fullmatch(b"Return-Path: <sender@example.org>\n"
+                        b"Delivered-To: %s@%s\n" % (bob.name.encode(), ME.encode())
+                        + RECEIVED % (b"by uid %d" % ann.uid)
+                        + b"Delivered-To: %s@%s\n" % (ann.name.encode(), ME.encode())
+                        + RECEIVED % (b"by uid %d" % uid("nobody"))
+                        + re.escape(MESSAGE), data), data.decode()
+    # bob has no .forward: dot-forward exits 0, then ./Maildir/
+    log = tree.wait_log(rb"^delivery \d+: success: did_1\+0\+1/$").decode()
+    num = re.search(r"^starting delivery (\d+): msg \d+ to local %s@host\.example\.com$" % ann.name,
+                    log, re.M).group(1)
+    # dot-forward exits 99: the ./Maildir/ line is skipped, qmail-local counts one program
+    assert re.search(r"^delivery %s: success: dot-forward:_info:_qp_\d+/did_0\+0\+1/$" % num, log, re.M)
+    assert os.listdir(os.path.join(ann.home, "Maildir", "new")) == []
+    # the program ran as ann in her home, fed UFLINE, RPLINE, DTLINE and the message
+    path = os.path.join(ann.home, "prog.out")
+    wait_for(lambda: os.path.exists(path))
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (ann.uid, ann.gid)
+    with open(path, "rb") as f:
+        out = f.read()
+    assert re.fullmatch(rb"From sender@example\.org [A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\n"
+                        b"Return-Path: <sender@example.org>\n"
+                        b"Delivered-To: %s@%s\n" % (ann.name.encode(), ME.encode())
+                        + RECEIVED % (b"by uid %d" % uid("nobody"))
+                        + re.escape(MESSAGE), out), out.decode()
+
+
+def test_dot_forward_without_forward_file_delivers_to_maildir(var_qmail, users, stop_trees):
+    bob = users.make("dfn")
+    bob.maildir()
+    tree = start_tree(var_qmail, DOT_FORWARD_DEFAULT)
+    stop_trees.append(tree)
+    assert queue_as(var_qmail, "nobody", MESSAGE,
+                    b"Fsender@example.org\0T%s@%s\0\0" % (bob.name.encode(), ME.encode())) == 0
+    data = only_message(os.path.join(bob.home, "Maildir"))
+    assert re.fullmatch(b"Return-Path: <sender@example.org>\n"
+                        b"Delivered-To: %s@%s\n" % (bob.name.encode(), ME.encode())
+                        + RECEIVED % (b"by uid %d" % uid("nobody"))
+                        + re.escape(MESSAGE), data), data.decode()
+    # no .forward: dot-forward exits 0 and qmail-local goes on to ./Maildir/
+    tree.wait_log(rb"^delivery \d+: success: did_1\+0\+1/$")
+
+
+def test_dot_forward_keeps_a_copy_for_the_user_named_in_forward(var_qmail, users, stop_trees):
+    carol = users.make("dfc")
+    bob = users.make("dfd")
+    for u in (carol, bob):
+        u.maildir()
+    carol.write(".forward", b"\\%s, %s@%s\n" % (carol.name.encode(), bob.name.encode(), ME.encode()),
+                0o644)
+    tree = start_tree(var_qmail, DOT_FORWARD_DEFAULT)
+    stop_trees.append(tree)
+    assert queue_as(var_qmail, "nobody", MESSAGE,
+                    b"Fsender@example.org\0T%s@%s\0\0" % (carol.name.encode(), ME.encode())) == 0
+    kept = only_message(os.path.join(carol.home, "Maildir"))
+    forwarded = only_message(os.path.join(bob.home, "Maildir"))
+    assert re.fullmatch(b"Return-Path: <sender@example.org>\n"
+                        b"Delivered-To: %s@%s\n" % (carol.name.encode(), ME.encode())
+                        + RECEIVED % (b"by uid %d" % uid("nobody"))
+                        + re.escape(MESSAGE), kept), kept.decode()
+    assert re.fullmatch(b"Return-Path: <sender@example.org>\n"
+                        b"Delivered-To: %s@%s\n" % (bob.name.encode(), ME.encode())
+                        + RECEIVED % (b"by uid %d" % carol.uid)
+                        + b"Delivered-To: %s@%s\n" % (carol.name.encode(), ME.encode())
+                        + RECEIVED % (b"by uid %d" % uid("nobody"))
+                        + re.escape(MESSAGE), forwarded), forwarded.decode()
+    # \carol is carol herself: dot-forward forwards to bob and exits 0, so
+    # qmail-local goes on to ./Maildir/
+    log = tree.wait_log(rb"^delivery \d+: success: dot-forward:_info:_qp_\d+/did_1\+0\+1/$").decode()
+    assert re.search(r"^starting delivery 1: msg \d+ to local %s@host\.example\.com$" % carol.name,
+                     log, re.M)
