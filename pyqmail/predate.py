@@ -5,11 +5,9 @@ import signal
 import sys
 import time
 
-from pyqmail import errors
+from pyqmail import date822, errors
 
 FATAL = b"predate: fatal: "
-MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
 
 def date_field(now: float) -> bytes:
@@ -19,7 +17,7 @@ def date_field(now: float) -> bytes:
     sign = b"-" if offset < 0 else b"+"
     minutes = (abs(offset) + 30) // 60
     return b"Date: %d %s %d %02d:%02d:%02d %s%02d%02d\n" % (
-        t.tm_mday, MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec,
+        t.tm_mday, date822.MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec,
         sign, minutes // 60, minutes % 60)
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from pyqmail import auto, control
+from pyqmail import auto, control, date822
 from pyqmail.sgetopt import Getopt
 from pyqmail.token822 import (ATOM, AT, COLON, COMMENT, DOT, LEFT, LITERAL, QUOTE,
                               RIGHT, addrlist, parse, quote2, quote_need,
@@ -24,8 +24,6 @@ READ_ERROR = b"read error\n"
 NO_QQ = b"unable to run qmail-queue\n"
 NO_CHDIR = b"internal bug\n"
 
-MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
 # hfield.c's names (compared case-insensitively; `-` must match exactly)
 KNOWN = frozenset((
@@ -80,11 +78,6 @@ def field_valid(h: bytes) -> bool:
     return all(32 < ch < 127 for ch in name)
 
 
-def date822(when: int) -> bytes:
-    """date822fmt(): `D Mon YYYY HH:MM:SS -0000` in UTC."""
-    t = time.gmtime(when)
-    return b"%d %s %d %02d:%02d:%02d -0000" % (t.tm_mday, MONTHS[t.tm_mon - 1], t.tm_year,
-                                               t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def msgid(idhost: bytes, when: int, pid: int) -> bytes:
@@ -407,7 +400,7 @@ class Inject:
         added = []
         if self.resent:
             if b"resent-date" not in seen:
-                added.append(b"Resent-Date: %s\n" % date822(self.starttime))
+                added.append(b"Resent-Date: %s\n" % date822.date822fmt(self.starttime))
             if b"resent-message-id" not in seen:
                 added.append(b"Resent-Message-ID: %s\n"
                              % msgid(self.idhost, self.starttime, self.pid))
@@ -417,7 +410,7 @@ class Inject:
                 added.append(b"Resent-Cc: recipient list not shown: ;\n")
         else:
             if b"date" not in seen:
-                added.append(b"Date: %s\n" % date822(self.starttime))
+                added.append(b"Date: %s\n" % date822.date822fmt(self.starttime))
             if b"message-id" not in seen:
                 added.append(b"Message-ID: %s\n" % msgid(self.idhost, self.starttime, self.pid))
             if b"from" not in seen:

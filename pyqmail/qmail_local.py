@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 
-from pyqmail import auto, environ, errors, quote, sgetopt
+from pyqmail import auto, date822, environ, errors, quote, sgetopt
 from pyqmail.errors import Permanent, Temporary
 
 USAGE = b"qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty"
@@ -44,8 +44,6 @@ MAILDIR_OTHER = b"Temporary error on maildir delivery. (#4.3.0)"
 PERMANENT_PROGRAM_CODES = frozenset((100, 64, 65, 70, 76, 77, 78, 112))
 
 DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
-MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
 CHUNK = 65536
 LOCK_TIMEOUT = 30
@@ -68,7 +66,7 @@ class SlowLock(Exception):
 def myctime(t: float) -> bytes:
     """qmail's myctime(): `Www Mmm DD HH:MM:SS YYYY\\n` in UTC, day zero-padded."""
     tm = time.gmtime(t)
-    return b"%s %s %02d %02d:%02d:%02d %d\n" % (DAYS[tm.tm_wday], MONTHS[tm.tm_mon - 1], tm.tm_mday,
+    return b"%s %s %02d %02d:%02d:%02d %d\n" % (DAYS[tm.tm_wday], date822.MONTHS[tm.tm_mon - 1], tm.tm_mday,
                                                 tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_year)
 
 

@@ -9,12 +9,10 @@ delivery is a forked child that finds the user (users/cdb, else qmail-getpw),
 becomes that user and runs qmail-local's code in-process.
 """
 import os
-import select
 import signal
-import stat
 import sys
 
-from pyqmail import auto, cdb, environ, errors, prot, proctitle, qmail_local
+from pyqmail import auto, cdb, environ, errors, prot, proctitle, qmail_local, spawn
 
 # qlx.h: the delivery child's own exit codes
 QLX_USAGE = 112
@@ -43,23 +41,8 @@ FIXED_REPORTS = {
 CRASHED = b"Zqmail-local crashed.\n"
 TEMPORARY_CODES = frozenset((111, 71, 74, 75))
 
-ERR_NOMEM = b"Zqmail-spawn out of memory. (#4.3.0)\n"
-ERR_TOO_BIG = b"ZInternal error: delnum too big. (#4.3.5)\n"
-ERR_IN_USE = b"ZInternal error: delnum in use. (#4.3.5)\n"
-ERR_NONNUMERIC = b"DInternal error: messid has nonnumerics. (#5.3.5)\n"
-ERR_TOO_LONG = b"DInternal error: messid too long. (#5.3.5)\n"
-ERR_TOO_SHORT = b"DInternal error: messid too short. (#5.3.5)\n"
-ERR_NO_HOST = b"DSorry, address must include host name. (#5.1.3)\n"
-ERR_OPEN = b"Zqmail-spawn unable to open message. (#4.3.0)\n"
-ERR_FSTAT = b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
-ERR_TYPE = b"ZSorry, message has wrong type. (#4.3.5)\n"
-ERR_OWNER = b"ZSorry, message has wrong owner. (#4.3.5)\n"
-ERR_PIPE = b"Zqmail-spawn unable to create pipe. (#4.3.0)\n"
-ERR_FORK = b"Zqmail-spawn unable to fork. (#4.3.0)\n"
-
 TRUNCREPORT = 3000
 TRUNCMESS = b"\nError report too long, sorry.\n"
-FIELD_LIMIT = 1 << 20  # a command field this long is treated as qmail's out-of-memory
 
 
 def report_text(wstat: int, output: bytes) -> bytes:
@@ -168,12 +151,7 @@ def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipien
     local = recipient[:at]
     domain = recipient[at + 1:]
     proctitle.rename(lib, [b"bin/qmail-local", b"--", local + b"@" + domain])
-    # Only the message and this delivery's report pipe stay open: other
-    # deliveries' pipes must reach EOF when their own children finish.
-    os.dup2(message_fd, 0)
-    os.dup2(report_fd, 1)
-    os.dup2(report_fd, 2)
-    os.closerange(3, 65536)
+    spawn.into_child_fds(message_fd, report_fd)
     if not local:
         return 0  # <>: the trash address
     try:
@@ -204,202 +182,27 @@ def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipien
 
 # --- the spawner ------------------------------------------------------------------------
 
-class Delivery:
-    def __init__(self, pid: int, fdin: int, fdout: int, pidfd: int):
-        self.pid = pid
-        self.fdin = fdin
-        self.fdout = fdout
-        self.pidfd = pidfd
-        self.wstat: int | None = None
-        self.output = b""
-
-
-class Spawner:
-    """The select loop of spawn.c for qmail-lspawn."""
+class LocalSpawner(spawn.Spawner):
+    """spawn.c with qmail-lspawn's child and report."""
 
     def __init__(self, aliasempty: bytes, env: dict[bytes, bytes]):
+        super().__init__()
         self.aliasempty = aliasempty
         self.env = env
         self.lib = proctitle.libc()
-        self.slots: dict[int, Delivery] = {}
-        self.reading = True
-        self.writing = True
-        self.stage = 0
-        self.abort = False
-        self.delnum = 0
-        self.fields = [bytearray(), bytearray(), bytearray()]
 
-    def write(self, data: bytes) -> None:
-        """okwrite(): after one failed write, report nothing more but keep going."""
-        if not self.writing:
-            return
+    def child(self, message_fd, report_fd, sender, recipient, at) -> int:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(1, view):]
-        except OSError:
-            self.writing = False
+            return delivery_child(self.lib, message_fd, report_fd, sender, recipient, at,
+                                  self.aliasempty, self.env)
+        except BaseException:
+            return errors.note_bug(2)
 
-    def err(self, delnum: int, text: bytes) -> None:
-        self.write(bytes((delnum,)) + text + b"\0")
+    def report(self, wstat: int, output: bytes) -> bytes:
+        return report_text(wstat, output)
 
-    def getcmd(self) -> None:
-        try:
-            data = os.read(0, 1024)
-        except InterruptedError:
-            return
-        except OSError:
-            self.reading = False
-            return
-        if not data:
-            self.reading = False
-            return
-        pos = 0
-        while pos < len(data):
-            if self.stage == 0:
-                self.delnum = data[pos]
-                for f in self.fields:
-                    f.clear()
-                self.stage = 1
-                pos += 1
-                continue
-            field = self.fields[self.stage - 1]
-            end = data.find(b"\0", pos)
-            piece = data[pos:] if end < 0 else data[pos:end + 1]
-            if len(field) + len(piece) > FIELD_LIMIT:
-                self.abort = True
-            else:
-                field += piece
-            pos += len(piece)
-            if end < 0:
-                break
-            if self.stage == 3:
-                self.docmd()
-                self.abort = False
-                self.stage = 0
-            else:
-                self.stage += 1
-
-    def docmd(self) -> None:
-        delnum = self.delnum
-        messid, sender, recipient = (bytes(f) for f in self.fields)
-        if self.abort:
-            return self.err(delnum, ERR_NOMEM)
-        if delnum >= auto.SPAWN:
-            return self.err(delnum, ERR_TOO_BIG)
-        if delnum in self.slots:
-            return self.err(delnum, ERR_IN_USE)
-        for i, ch in enumerate(messid):
-            if ch and (i == 0 or ch != 0x2f) and not 0x30 <= ch <= 0x39:
-                return self.err(delnum, ERR_NONNUMERIC)
-        if len(messid) > 100:
-            return self.err(delnum, ERR_TOO_LONG)
-        if messid[:1] in (b"", b"\0"):
-            return self.err(delnum, ERR_TOO_SHORT)
-        messid = messid[:-1]
-        sender = sender[:-1].split(b"\0", 1)[0]
-        recipient = recipient[:-1]
-        at = recipient.rfind(b"@")
-        if at < 0:
-            return self.err(delnum, ERR_NO_HOST)
-        try:
-            fdmess = os.open(messid, os.O_RDONLY)
-        except OSError:
-            return self.err(delnum, ERR_OPEN)
-        try:
-            try:
-                st = os.fstat(fdmess)
-            except OSError:
-                return self.err(delnum, ERR_FSTAT)
-            if not stat.S_ISREG(st.st_mode):
-                return self.err(delnum, ERR_TYPE)
-            if st.st_uid != auto.UID_QMAILQ:
-                return self.err(delnum, ERR_OWNER)
-            try:
-                fdin, fdout = os.pipe()
-            except OSError:
-                return self.err(delnum, ERR_PIPE)
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(fdin)
-                os.close(fdout)
-                return self.err(delnum, ERR_FORK)
-            if pid == 0:
-                code = QLX_SYS
-                try:
-                    code = delivery_child(self.lib, fdmess, fdout, sender, recipient, at,
-                                          self.aliasempty, self.env)
-                except BaseException:
-                    code = errors.note_bug(2)
-                finally:
-                    os._exit(code)
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:
-                pidfd = -1
-            self.slots[delnum] = Delivery(pid, fdin, fdout, pidfd)
-        finally:
-            os.close(fdmess)
-
-    def reap(self, slot: Delivery, block: bool) -> None:
-        pid, wstat = os.waitpid(slot.pid, 0 if block else os.WNOHANG)
-        if pid == 0:
-            return
-        slot.wstat = wstat
-        os.close(slot.fdout)
-        slot.fdout = -1
-        if slot.pidfd >= 0:
-            os.close(slot.pidfd)
-            slot.pidfd = -1
-
-    def loop(self) -> int:
-        while True:
-            if not self.reading and not self.slots:
-                return 0
-            poller = select.poll()
-            watch = {}
-            if self.reading:
-                poller.register(0, select.POLLIN)
-                watch[0] = None
-            for delnum, slot in self.slots.items():
-                poller.register(slot.fdin, select.POLLIN)
-                watch[slot.fdin] = (delnum, b"in")
-                if slot.pidfd >= 0:
-                    poller.register(slot.pidfd, select.POLLIN)
-                    watch[slot.pidfd] = (delnum, b"pid")
-            # without a pidfd a child is polled for once a second
-            timeout = 1000 if any(s.pidfd < 0 and s.fdout >= 0 for s in self.slots.values()) else None
-            events = poller.poll(timeout)
-            for delnum, slot in list(self.slots.items()):
-                if slot.pidfd < 0 and slot.fdout >= 0:
-                    self.reap(slot, block=False)
-            for fd, _ in events:
-                what = watch.get(fd)
-                if what is None:
-                    if fd == 0:
-                        self.getcmd()
-                    continue
-                delnum, kind = what
-                slot = self.slots.get(delnum)
-                if slot is None:
-                    continue
-                if kind == b"pid":
-                    if slot.pidfd == fd:
-                        self.reap(slot, block=True)
-                    continue
-                try:
-                    data = os.read(slot.fdin, 4096)
-                except OSError:
-                    continue
-                if data:
-                    slot.output = add_output(slot.output, data)
-                    continue
-                if slot.fdout >= 0:
-                    continue  # cannot happen: we hold the write end until reaped
-                self.err(delnum, report_text(slot.wstat, slot.output))
-                os.close(slot.fdin)
-                del self.slots[delnum]
+    def add_output(self, output: bytes, data: bytes) -> bytes:
+        return add_output(output, data)
 
 
 def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
@@ -411,7 +214,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     except OSError:
         return 111
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    spawner = Spawner(argv[1], env)
+    spawner = LocalSpawner(argv[1], env)
     spawner.write(bytes((auto.SPAWN,)))
     return spawner.loop()
 

@@ -4,10 +4,8 @@ import os
 import sys
 import time
 
-from pyqmail import auto, errors
+from pyqmail import auto, date822, errors
 
-MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 PRINTABLE = bytes(c if 32 <= c <= 126 else 95 for c in range(256))
 
 
@@ -18,7 +16,7 @@ def safe(data: bytes) -> bytes:
 
 def date(t: float) -> bytes:
     tm = time.gmtime(t)
-    return b"%d %s %d %02d:%02d:%02d GMT" % (tm.tm_mday, MONTHS[tm.tm_mon - 1], tm.tm_year,
+    return b"%d %s %d %02d:%02d:%02d GMT" % (tm.tm_mday, date822.MONTHS[tm.tm_mon - 1], tm.tm_year,
                                             tm.tm_hour, tm.tm_min, tm.tm_sec)
 
 

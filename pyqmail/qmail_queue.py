@@ -10,15 +10,13 @@ import os
 import sys
 import time
 
-from pyqmail import auto, fdio
+from pyqmail import auto, date822, fdio
 
 CHUNK = 65536
 ADDRESS_MAX = 1003      # an address and its NUL must fit in 1003 bytes (§3.4)
 DEATH = 86400           # §3.2 step 7: give up after 24 h, below the 36 h of §7
 CRASHTEST = b"lock/crashtest"  # fault injection, see crash_point()
 
-MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
 
 class QueueExit(Exception):
@@ -29,11 +27,6 @@ class QueueExit(Exception):
         self.code = code
 
 
-def date822(t: float) -> bytes:
-    """`D Mon YYYY HH:MM:SS -0000` in UTC, qmail's date822fmt without weekday."""
-    tm = time.gmtime(t)
-    return b"%d %s %d %02d:%02d:%02d -0000" % (tm.tm_mday, MONTHS[tm.tm_mon - 1], tm.tm_year,
-                                               tm.tm_hour, tm.tm_min, tm.tm_sec)
 
 
 def received_line(pid: int, uid: int, t: float, uids: "Uids") -> bytes:
@@ -46,7 +39,7 @@ def received_line(pid: int, uid: int, t: float, uids: "Uids") -> bytes:
         who = b"for bounce"
     else:
         who = b"by uid %d" % uid
-    return b"Received: (qmail %d invoked %s); %s\n" % (pid, who, date822(t))
+    return b"Received: (qmail %d invoked %s); %s\n" % (pid, who, date822.date822fmt(t))
 
 
 class Uids:

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from pyqmail import auto, control, errors, quote
+from pyqmail import auto, control, date822, errors, quote
 
 LOCAL, REMOTE = 0, 1
 CHANNEL_NAME = (b"local", b"remote")
@@ -34,8 +34,6 @@ TOO_OLD = b"I'm not going to try again; this message has been in the queue too l
 SAFE = bytes(95 if (c < 0x21 or c > 0x7E or c == 0x25) else c for c in range(256))
 SAFE = SAFE[:10] + b"/" + SAFE[11:]  # LF -> /
 
-MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 
 
 def safe(text: bytes) -> bytes:
@@ -43,10 +41,6 @@ def safe(text: bytes) -> bytes:
     return text.translate(SAFE)
 
 
-def date822(t: float) -> bytes:
-    tm = time.gmtime(t)
-    return b"%d %s %d %02d:%02d:%02d -0000" % (tm.tm_mday, MONTHS[tm.tm_mon - 1], tm.tm_year,
-                                               tm.tm_hour, tm.tm_min, tm.tm_sec)
 
 
 def next_retry(birth: float, now: float, channel: int) -> float:
@@ -679,7 +673,7 @@ class Send:
             recipient = cfg.doublebounceto + b"@" + cfg.doublebouncehost
         else:
             recipient = sender
-        head = [b"Date: %s\n" % date822(time.time()),
+        head = [b"Date: %s\n" % date822.date822fmt(time.time()),
                 b"From: %s@%s\n" % (quote.quote(cfg.bouncefrom), cfg.bouncehost),
                 b"To: %s\n" % quote.quote2(recipient),
                 b"Subject: failure notice\n\n",

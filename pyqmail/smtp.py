@@ -16,7 +16,7 @@ hop-counter fix and 0.0.0.0 counting as a local address for localiphost.
 """
 import time
 
-from pyqmail import errors
+from pyqmail import date822, errors
 
 MAXHOPS = 100
 COMMAND_MAX = 65536     # spec/smtpd.md §4 pyqmail note: a command line longer than
@@ -49,8 +49,6 @@ GO_AHEAD = b"354 go ahead\r\n"
 TOO_MANY_HOPS = b"554 too many hops, this message is looping (#5.4.6)\r\n"
 TOO_BIG = b"552 sorry, that message size exceeds my databytes limit (#5.3.4)\r\n"
 
-MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
-          b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
 # received.c issafe(): every other byte of a Received field is written as `?`
 SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.@%+/=:-")
 SAFE_TABLE = bytes(c if c in SAFE else 0x3f for c in range(256))
@@ -167,11 +165,6 @@ def safe(field: bytes) -> bytes:
     return field.translate(SAFE_TABLE)
 
 
-def date822(when: float) -> bytes:
-    """date822fmt(): `D Mon YYYY HH:MM:SS -0000` in UTC."""
-    t = time.gmtime(when)
-    return b"%d %s %d %02d:%02d:%02d -0000" % (t.tm_mday, MONTHS[t.tm_mon - 1], t.tm_year,
-                                               t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def received(config: Config, helo: bytes | None, when: float) -> bytes:
@@ -183,7 +176,7 @@ def received(config: Config, helo: bytes | None, when: float) -> bytes:
     if config.remoteinfo is not None:
         out += [safe(config.remoteinfo), b"@"]
     out += [safe(config.remoteip), b")\n  by ", safe(config.local),
-            b" with SMTP; ", date822(when), b"\n"]
+            b" with SMTP; ", date822.date822fmt(when), b"\n"]
     return b"".join(out)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import need_root, public_tmpdir, install, uid, wait_for
 from queueutil import QueueService, queue_files, read
-from pyqmail import qmail, qmail_queue, prot
+from pyqmail import date822, qmail, qmail_queue, prot
 
 SPLIT = 23
 DATE = rb"\d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d -0000"
@@ -423,5 +423,5 @@ def test_trigger_is_pulled(service):
 
 
 def test_date822():
-    assert qmail_queue.date822(1709629621) == b"5 Mar 2024 09:07:01 -0000"
-    assert qmail_queue.date822(1699833547) == b"12 Nov 2023 23:59:07 -0000"
+    assert date822.date822fmt(1709629621) == b"5 Mar 2024 09:07:01 -0000"
+    assert date822.date822fmt(1699833547) == b"12 Nov 2023 23:59:07 -0000"

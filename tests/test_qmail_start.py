@@ -31,7 +31,10 @@ class Tree:
     def _drain(self):
         fd = self.proc.stdout.fileno()
         while True:
-            data = os.read(fd, 65536)
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                return
             if not data:
                 return
             self.log += data

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pyqmail import smtp
+from pyqmail import date822, smtp
 
 STEPS = [1, 3, 4096]
 NOW = 1709629621          # 5 Mar 2024 09:07:01 UTC
@@ -309,9 +309,9 @@ def test_received_line(kw, helo, line):
 
 
 def test_date_format():
-    assert smtp.date822(0) == b"1 Jan 1970 00:00:00 -0000"
-    assert smtp.date822(1709629621) == b"5 Mar 2024 09:07:01 -0000"
-    assert smtp.date822(1735689599) == b"31 Dec 2024 23:59:59 -0000"
+    assert date822.date822fmt(0) == b"1 Jan 1970 00:00:00 -0000"
+    assert date822.date822fmt(1709629621) == b"5 Mar 2024 09:07:01 -0000"
+    assert date822.date822fmt(1735689599) == b"31 Dec 2024 23:59:59 -0000"
 
 
 # ---- DATA: decoding, end of data, bare LF, smuggling

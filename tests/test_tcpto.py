@@ -157,6 +157,6 @@ def test_tcpto_tools_errors(home):
         os.chown(path, uid("qmailr"), -1)
         os.chmod(path, 0o644)
     # queue/ and queue/lock/ are 0751 (INSTALL: the queue service's socket), so
-    # any uid reaches the 0644 table, as qmail's own tcpto mode would allow
+    # qmaild reaches the table, but it may not lock it: only root and qmailr can
     done = run(home, "qmail-tcpto", user="qmaild", group="nofiles")
-    assert (done.returncode, done.stdout) == (0, b"")
+    assert (done.returncode, done.stdout) == (111, b"fatal: unable to open tcpto: access denied\n")

@@ -1,0 +1,265 @@
+"""The spawner front end shared by qmail-lspawn and qmail-rspawn (qmail's
+spawn.c; spec/send.md §7).
+
+Commands arrive on fd 0 (`SLOT` `N/ID\\0` `SENDER\\0` `RECIPIENT\\0`), reports
+leave on fd 1 (`SLOT` `K|Z|D` TEXT `\\0`).  Each delivery is a forked child with
+the message on fd 0 and a pipe on fds 1 and 2; the report is written once the
+pipe is at EOF and the child has been reaped.  A subclass says what the child
+runs (`child()`), how its output is kept (`add_output()`) and how exit status
+and output become a report (`report()`).
+"""
+import abc
+import os
+import select
+import stat
+
+from pyqmail import auto
+
+ERR_NOMEM = b"Zqmail-spawn out of memory. (#4.3.0)\n"
+ERR_TOO_BIG = b"ZInternal error: delnum too big. (#4.3.5)\n"
+ERR_IN_USE = b"ZInternal error: delnum in use. (#4.3.5)\n"
+ERR_NONNUMERIC = b"DInternal error: messid has nonnumerics. (#5.3.5)\n"
+ERR_TOO_LONG = b"DInternal error: messid too long. (#5.3.5)\n"
+ERR_TOO_SHORT = b"DInternal error: messid too short. (#5.3.5)\n"
+ERR_NO_HOST = b"DSorry, address must include host name. (#5.1.3)\n"
+ERR_OPEN = b"Zqmail-spawn unable to open message. (#4.3.0)\n"
+ERR_FSTAT = b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
+ERR_TYPE = b"ZSorry, message has wrong type. (#4.3.5)\n"
+ERR_OWNER = b"ZSorry, message has wrong owner. (#4.3.5)\n"
+ERR_PIPE = b"Zqmail-spawn unable to create pipe. (#4.3.0)\n"
+ERR_FORK = b"Zqmail-spawn unable to fork. (#4.3.0)\n"
+
+FIELD_LIMIT = 1 << 20  # a command field this long is treated as qmail's out-of-memory
+
+
+def set_comm(name: bytes) -> None:
+    """Rename this process in /proc (comm), as INTERFACE.md §3 asks of a forked
+    child that runs another program's code."""
+    try:
+        with open("/proc/self/comm", "wb") as f:
+            f.write(name)
+    except OSError:
+        pass
+
+
+def into_child_fds(message_fd: int, report_fd: int) -> None:
+    """fd 0 = the message, fds 1 and 2 = the report pipe, nothing else open:
+    other deliveries' pipes must reach EOF when their own children finish."""
+    os.dup2(message_fd, 0)
+    os.dup2(report_fd, 1)
+    os.dup2(report_fd, 2)
+    os.closerange(3, 65536)
+
+
+class Delivery:
+    """One slot's running delivery (spawn.c's struct delivery)."""
+
+    def __init__(self, pid: int, fdin: int, fdout: int, pidfd: int):
+        self.pid = pid
+        self.fdin = fdin      # our read end of the child's pipe
+        self.fdout = fdout    # our copy of the write end: EOF waits for the reaping
+        self.pidfd = pidfd
+        self.wstat: int | None = None
+        self.output = b""
+
+
+class Spawner(abc.ABC):
+    """spawn.c's select loop; subclasses provide child(), report(), add_output()."""
+
+    def __init__(self):
+        self.slots: dict[int, Delivery] = {}
+        self.reading = True
+        self.writing = True
+        self.stage = 0
+        self.abort = False
+        self.delnum = 0
+        self.fields = [bytearray(), bytearray(), bytearray()]
+
+    # the subclass's part
+    @abc.abstractmethod
+    def child(self, message_fd: int, report_fd: int, sender: bytes, recipient: bytes,
+              at: int) -> int:
+        """In the forked child: run the delivery; the child's exit code."""
+
+    @abc.abstractmethod
+    def report(self, wstat: int, output: bytes) -> bytes:
+        """The `K`/`Z`/`D` text for a finished child's status and output."""
+
+    def add_output(self, output: bytes, data: bytes) -> bytes:
+        return output + data
+
+    # spawn.c
+    def write(self, data: bytes) -> None:
+        """okwrite(): after one failed write, report nothing more but keep going."""
+        if not self.writing:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view):]
+        except OSError:
+            self.writing = False
+
+    def err(self, delnum: int, text: bytes) -> None:
+        self.write(bytes((delnum,)) + text + b"\0")
+
+    def getcmd(self) -> None:
+        try:
+            data = os.read(0, 1024)
+        except InterruptedError:
+            return
+        except OSError:
+            self.reading = False
+            return
+        if not data:
+            self.reading = False
+            return
+        pos = 0
+        while pos < len(data):
+            if self.stage == 0:
+                self.delnum = data[pos]
+                for f in self.fields:
+                    f.clear()
+                self.stage = 1
+                pos += 1
+                continue
+            field = self.fields[self.stage - 1]
+            end = data.find(b"\0", pos)
+            piece = data[pos:] if end < 0 else data[pos:end + 1]
+            if len(field) + len(piece) > FIELD_LIMIT:
+                self.abort = True
+            else:
+                field += piece
+            pos += len(piece)
+            if end < 0:
+                break
+            if self.stage == 3:
+                self.docmd()
+                self.abort = False
+                self.stage = 0
+            else:
+                self.stage += 1
+
+    def docmd(self) -> None:
+        """Check one command (spec/send.md §7.5, in qmail's order) and fork its child."""
+        delnum = self.delnum
+        messid, sender, recipient = (bytes(f) for f in self.fields)
+        if self.abort:
+            return self.err(delnum, ERR_NOMEM)
+        if delnum >= auto.SPAWN:
+            return self.err(delnum, ERR_TOO_BIG)
+        if delnum in self.slots:
+            return self.err(delnum, ERR_IN_USE)
+        for i, ch in enumerate(messid):
+            if ch and (i == 0 or ch != 0x2f) and not 0x30 <= ch <= 0x39:
+                return self.err(delnum, ERR_NONNUMERIC)
+        if len(messid) > 100:
+            return self.err(delnum, ERR_TOO_LONG)
+        if messid[:1] in (b"", b"\0"):
+            return self.err(delnum, ERR_TOO_SHORT)
+        messid = messid[:-1]
+        sender = sender[:-1].split(b"\0", 1)[0]
+        recipient = recipient[:-1]
+        at = recipient.rfind(b"@")
+        if at < 0:
+            return self.err(delnum, ERR_NO_HOST)
+        try:
+            fdmess = os.open(messid, os.O_RDONLY)
+        except OSError:
+            return self.err(delnum, ERR_OPEN)
+        try:
+            try:
+                st = os.fstat(fdmess)
+            except OSError:
+                return self.err(delnum, ERR_FSTAT)
+            if not stat.S_ISREG(st.st_mode):
+                return self.err(delnum, ERR_TYPE)
+            if st.st_uid != auto.UID_QMAILQ:
+                return self.err(delnum, ERR_OWNER)   # qmailq has to be trusted
+            try:
+                fdin, fdout = os.pipe()
+            except OSError:
+                return self.err(delnum, ERR_PIPE)
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(fdin)
+                os.close(fdout)
+                return self.err(delnum, ERR_FORK)
+            if pid == 0:
+                code = 111
+                try:
+                    code = self.child(fdmess, fdout, sender, recipient, at)
+                except BaseException:
+                    code = 111
+                finally:
+                    os._exit(code)
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pidfd = -1
+            self.slots[delnum] = Delivery(pid, fdin, fdout, pidfd)
+        finally:
+            os.close(fdmess)
+
+    def reap(self, slot: Delivery, block: bool) -> None:
+        pid, wstat = os.waitpid(slot.pid, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return
+        slot.wstat = wstat
+        os.close(slot.fdout)
+        slot.fdout = -1
+        if slot.pidfd >= 0:
+            os.close(slot.pidfd)
+            slot.pidfd = -1
+
+    def loop(self) -> int:
+        """Until fd 0 is at EOF and no child is left."""
+        while True:
+            if not self.reading and not self.slots:
+                return 0
+            poller = select.poll()
+            watch = {}
+            if self.reading:
+                poller.register(0, select.POLLIN)
+            for delnum, slot in self.slots.items():
+                poller.register(slot.fdin, select.POLLIN)
+                watch[slot.fdin] = (delnum, False)
+                if slot.pidfd >= 0:
+                    poller.register(slot.pidfd, select.POLLIN)
+                    watch[slot.pidfd] = (delnum, True)
+            # without a pidfd a child is polled for once a second
+            timeout = 1000 if any(s.pidfd < 0 and s.fdout >= 0 for s in self.slots.values()) else None
+            try:
+                events = poller.poll(timeout)
+            except InterruptedError:
+                continue
+            for slot in list(self.slots.values()):
+                if slot.pidfd < 0 and slot.fdout >= 0:
+                    self.reap(slot, block=False)
+            for fd, _ in events:
+                what = watch.get(fd)
+                if what is None:
+                    if fd == 0:
+                        self.getcmd()
+                    continue
+                delnum, is_pidfd = what
+                slot = self.slots.get(delnum)
+                if slot is None:
+                    continue
+                if is_pidfd:
+                    if slot.pidfd == fd:
+                        self.reap(slot, block=True)
+                    continue
+                try:
+                    data = os.read(slot.fdin, 65536)
+                except OSError:
+                    continue
+                if data:
+                    slot.output = self.add_output(slot.output, data)
+                    continue
+                if slot.fdout >= 0:
+                    continue  # cannot happen: we hold the write end until reaped
+                self.err(delnum, self.report(slot.wstat, slot.output))
+                os.close(slot.fdin)
+                del self.slots[delnum]
