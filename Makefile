@@ -13,14 +13,14 @@ VENV := $(SRC)/.venv
 # dnsmasq-base and postfix (for smtp-sink) serve the remote-delivery tests,
 # ucspi-tcp, swaks and xinetd the SMTP tests, bsd-mailx and mutt the sendmail
 # tests, fetchmail the POP3 tests (pyqmail ships its own checkpassword: Debian
-# has no package of it); apt_install keeps package daemons from starting
-# (policy-rc.d says 101).
-APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools fetchmail
+# has no package of it), fastforward and dot-forward the alias tests;
+# apt_install keeps package daemons from starting (policy-rc.d says 101).
+APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools fetchmail fastforward dot-forward
 APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
 
-.PHONY: all deps users setup check test test-deps run stop apt-run sendmail-links
+.PHONY: all deps users setup check test test-deps run stop apt-run sendmail-links debian-links
 
 all: deps
 
@@ -53,6 +53,14 @@ sendmail-links:
 	for l in $(SENDMAIL_LINKS); do \
 		mkdir -p "$$(dirname "$$l")" && ln -sfn $(QMAIL_HOME)/bin/sendmail "$$l" && echo "$$l -> $(QMAIL_HOME)/bin/sendmail"; \
 	done
+
+# Debian's qmail add-ons (fastforward, dot-forward, ...) have Debian's qmail
+# home /var/lib/qmail compiled in: they run bin/qmail-queue and read control/
+# there.  This links DEBIAN_QMAIL_HOME/bin/PROGRAM and DEBIAN_QMAIL_HOME/control
+# to QMAIL_HOME's, and refuses (changing nothing) if one of them is something else.
+DEBIAN_QMAIL_HOME ?= /var/lib/qmail
+debian-links:
+	$(PYTHON) -m pyqmail.install links $(QMAIL_HOME) $(DEBIAN_QMAIL_HOME)
 
 check:
 	$(PYTHON) -m pyqmail.install check $(QMAIL_HOME) $(SRC)
