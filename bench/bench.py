@@ -188,7 +188,8 @@ class Sink:
         for name in {files[0], files[len(files) // 2], files[-1]}:
             with open(os.path.join(self.dir, name), "rb") as f:
                 data = f.read()
-            if not data.endswith(message) or b"X-Rcpt-Args: <%s>" % rcpt.encode() not in data:
+            # smtp-sink ends each dump with one more empty line
+            if not data.endswith(message + b"\n") or b"X-Rcpt-Args: <%s>" % rcpt.encode() not in data:
                 raise BenchError("sink: %s is not the message sent" % name)
 
     def empty(self) -> None:
@@ -671,7 +672,6 @@ class Bench:
                max(one_connection(self.qport, q.server.pid, "qmail-smtpd") for _ in range(3)))
         record("postfix smtpd per connection",
                max(one_connection(self.pport, p.master_pid(), "smtpd") for _ in range(3)))
-        tree = children(q.tree.pid)
         record("pyqmail qmail-send", rss_kb(q.tree.pid, "VmHWM"))
         master = children(p.master_pid())
         record("postfix qmgr", max(rss_kb(pid, "VmHWM") for pid in master.get("qmgr", [0])))
@@ -742,7 +742,6 @@ class Bench:
                                    if comm in ("smtpd", "cleanup") for pid in pids],
                           postfix_load, self.pbox, "postfix", big + b"\n"))
         os.unlink(bigfile)
-        del tree, master
         self.record("memory", "resident set size (kB, lower is better)", "kB", out,
                     [("pyqmail qmail-smtpd per connection", "postfix smtpd per connection"),
                      ("pyqmail qmail-send", "postfix qmgr"),
@@ -835,6 +834,7 @@ class Bench:
         q.start_tree()
         self.wait_quiet(q.tree.pid, 60)
         runs.update(self.interleave([("0 deferred", latency)], 1))
+        rss = {"0 deferred": rss_kb(q.tree.pid)}
         q.stop_tree()
         t0 = time.monotonic()
         self.write_deferred(self.deferred)
@@ -846,6 +846,8 @@ class Bench:
             scan = time.monotonic() - t0
             self.say("  qmail-send start-up with them: %.1f s" % scan)
             runs.update(self.interleave([("%d deferred" % self.deferred, latency)], 1))
+            rss["%d deferred" % self.deferred] = rss_kb(q.tree.pid)
+            self.say("  qmail-send RSS: %s kB" % rss)
             if q.queue_files() != self.deferred:
                 raise BenchError("silly: %d messages in the queue, expected the %d deferred"
                                  % (q.queue_files(), self.deferred))
@@ -855,7 +857,7 @@ class Bench:
         q.start_tree()
         self.record("silly", "pyqmail: one new message to Maildir/new (ms, lower is better)", "ms", runs,
                     [("%d deferred" % self.deferred, "0 deferred")], deferred=self.deferred,
-                    samples=samples, startup_scan_seconds=round(scan, 2))
+                    samples=samples, startup_scan_seconds=round(scan, 2), qmail_send_rss_kb=rss)
 
     # -- the whole run
 
@@ -894,11 +896,11 @@ class Bench:
                     100 * head["load_before_runs"]["max"], head["elapsed_seconds"]), ""]
         for res in self.results:
             lines.append("%s: %s" % (res["scenario"], res["title"]))
-            lines.append("  %-40s %12s %12s %12s" % ("", "min", "median", "max"))
+            lines.append("  %-48s %10s %10s %10s" % ("", "min", "median", "max"))
             for name, fig in res["figures"].items():
-                lines.append("  %-40s %12.2f %12.2f %12.2f  %s" % (name, fig["min"], fig["median"], fig["max"], res["unit"]))
+                lines.append("  %-48s %10.2f %10.2f %10.2f  %s" % (name, fig["min"], fig["median"], fig["max"], res["unit"]))
             for name, value in res["ratio"].items():
-                lines.append("  ratio %-34s %12.3f" % (name, value))
+                lines.append("  ratio %-42s %10.3f" % (name, value))
             lines.append("")
         out_dir = self.args.out
         os.makedirs(out_dir, exist_ok=True)
