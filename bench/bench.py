@@ -561,10 +561,14 @@ class Bench:
                         failures.append(done.stderr.decode(errors="replace")[:300])
             t0 = time.monotonic()
             threads = [threading.Thread(target=worker) for _ in range(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            try:
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            except BaseException:
+                failures.append("interrupted")  # the workers stop after their current message
+                raise
             if failures:
                 raise BenchError("%s sendmail: %s" % (mta, failures[0]))
             seconds, timeline = wait_count(box.count, n, t0, max(300, n / 2))
