@@ -17,10 +17,16 @@ VENV := $(SRC)/.venv
 # apt_install keeps package daemons from starting (policy-rc.d says 101).
 APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools fetchmail fastforward dot-forward
 APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
+# make bench: the peer (Postfix, with smtp-source and smtp-sink), tcpserver, and a
+# venv of its own for matplotlib (the chart only; the measuring runs on PYTHON)
+APT_BENCH_PACKAGES ?= python3-venv python3-pip postfix ucspi-tcp
+BENCH_VENV := $(SRC)/build/bench-venv
+QUICK ?=
+BENCH_ARGS ?=
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
 
-.PHONY: all deps users setup check test test-deps run stop apt-run sendmail-links debian-links
+.PHONY: all deps users setup check test test-deps run stop apt-run sendmail-links debian-links bench bench-deps
 
 all: deps
 
@@ -84,7 +90,7 @@ test-deps:
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
 		"pytest>=7.2" $(DEPENDENCIES)
 
-test: test-deps deps users
+test: test-deps bench-deps deps users
 	$(VENV)/bin/python -m pytest tests
 
 # A working MTA on this host: dependencies, users, the tree in QMAIL_HOME, a
@@ -97,3 +103,15 @@ run: apt-run deps users setup check
 
 stop:
 	sh scripts/stop.sh
+
+# pyqmail beside a private Postfix on loopback, interleaved rounds, ratios:
+# make bench [QUICK=1] [BENCH_ARGS="--messages 500 --only smtp,queue"]
+# Results: bench-results/results-DATE.json and smtp-DATE.png.
+bench-deps:
+	@$(call apt_install,$(APT_BENCH_PACKAGES))
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -c "import matplotlib" 2>/dev/null || \
+		$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check matplotlib
+
+bench: bench-deps deps users
+	$(PYTHON) bench/bench.py $(if $(QUICK),--quick) --chart-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
