@@ -46,27 +46,64 @@ def userext(local: bytes) -> tuple[pwd.struct_passwd, bytes, bytes] | None:
     return None
 
 
-def run(argv: list[bytes], out_fd: int) -> int:
-    if len(argv) < 2:
-        return 100
-    local = argv[1]
+def lookup(local: bytes) -> tuple[int, bytes]:
+    """(exit code, `user\0uid\0gid\0home\0dash\0ext\0`) for a local part."""
     try:
         found = userext(local)
     except SystemExit as e:
-        return e.code
+        return e.code, b""
     if found is None:
         pw = getpwnam(auto.USER_ALIAS)
         if pw is None:
-            return QLX_NOALIAS
+            return QLX_NOALIAS, b""
         found = pw, b"-", local
     pw, dash, ext = found
-    record = b"%s\0%d\0%d\0%s\0%s\0%s\0" % (os.fsencode(pw.pw_name), pw.pw_uid, pw.pw_gid,
-                                           os.fsencode(pw.pw_dir), dash, ext)
+    return 0, b"%s\0%d\0%d\0%s\0%s\0%s\0" % (os.fsencode(pw.pw_name), pw.pw_uid, pw.pw_gid,
+                                              os.fsencode(pw.pw_dir), dash, ext)
+
+
+def run(argv: list[bytes], out_fd: int) -> int:
+    if len(argv) < 2:
+        return 100
+    code, record = lookup(argv[1])
+    if code:
+        return code
     try:
         fdio.write_all(out_fd, record)
     except OSError:
         return QLX_SYS
     return 0
+
+
+def serve(sock) -> None:
+    """qmail-lspawn's resident qmail-getpw (uid qmailp): each request is a local
+    part with a socket attached; the answer (exit code byte + record) goes back
+    on that socket.  Ends when qmail-lspawn closes its end."""
+    import array
+    import socket
+    while True:
+        fds = array.array("i")
+        try:
+            local, ancdata, flags, _ = sock.recvmsg(2048, socket.CMSG_SPACE(fds.itemsize))
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+        if not local and not fds:
+            return
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            continue
+        code, record = lookup(local)
+        try:
+            fdio.write_all(fds[0], bytes((code,)) + record)
+        except OSError:
+            pass
+        os.close(fds[0])
 
 
 def main() -> None:

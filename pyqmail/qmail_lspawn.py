@@ -98,9 +98,64 @@ def nughde_from_cdb(local: bytes) -> bytes | None:
     return None
 
 
+GETPW_FD = 3  # the resident qmail-getpw's socket, in a delivery child
+
+
+def start_getpw() -> int:
+    """Fork the resident qmail-getpw (uid qmailp): lookups without a process per
+    delivery.  Returns qmail-lspawn's end of its socket, or -1 (then every
+    lookup forks its own qmail-getpw, as before)."""
+    import socket
+    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+    except OSError:
+        return -1
+    if pid == 0:
+        try:
+            ours.close()
+            os.closerange(0, theirs.fileno())
+            os.closerange(theirs.fileno() + 1, 65536)
+            spawn.set_comm(b"qmail-getpw")   # before the drop: then /proc/self is root's
+            prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
+            qmail_getpw.serve(theirs)
+        finally:
+            os._exit(0)
+    theirs.close()
+    return ours.detach()
+
+
+def ask_getpw(local: bytes) -> bytes | None:
+    """nughde from the resident qmail-getpw on GETPW_FD; None if it is not there."""
+    import array
+    import socket
+    try:
+        a, b = socket.socketpair()
+        with a:
+            try:
+                with socket.fromfd(GETPW_FD, socket.AF_UNIX, socket.SOCK_SEQPACKET) as server:
+                    server.sendmsg([local], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                              array.array("i", [b.fileno()]))])
+            finally:
+                b.close()
+            answer = b""
+            while chunk := a.recv(65536):
+                answer += chunk
+    except OSError:
+        return None
+    if not answer:
+        return None
+    if answer[0]:
+        raise SystemExit(answer[0])
+    return answer[1:]
+
+
 def nughde_from_getpw(local: bytes) -> bytes:
-    """qmail-getpw LOCAL as qmailp/nofiles, and its answer.  Like qmail-local it
-    runs in a forked child (renamed qmail-getpw), not as a new interpreter."""
+    """qmail-getpw LOCAL as qmailp/nofiles, and its answer: from the resident
+    qmail-getpw, else a forked child (renamed qmail-getpw) running its code."""
+    answer = ask_getpw(local)
+    if answer is not None:
+        return answer
     try:
         r, w = os.pipe()
         pid = os.fork()
@@ -110,8 +165,8 @@ def nughde_from_getpw(local: bytes) -> bytes:
         code = QLX_USAGE
         try:
             os.close(r)
-            prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
             spawn.set_comm(b"qmail-getpw")
+            prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
             code = QLX_SYS
             code = qmail_getpw.run([b"qmail-getpw", local], w)
         except BaseException:
@@ -145,12 +200,12 @@ def scan_ulong(value: bytes) -> int:
 
 
 def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipient: bytes,
-                   at: int, aliasempty: bytes, env: dict[bytes, bytes]) -> int:
+                   at: int, aliasempty: bytes, env: dict[bytes, bytes], getpw_fd: int = -1) -> int:
     """spawn()'s child: find the user, become it, run qmail-local; the exit code."""
     local = recipient[:at]
     domain = recipient[at + 1:]
     proctitle.rename(lib, [b"bin/qmail-local", b"--", local + b"@" + domain])
-    spawn.into_child_fds(message_fd, report_fd)
+    spawn.into_child_fds(message_fd, report_fd, getpw_fd)
     if not local:
         return 0  # <>: the trash address
     try:
@@ -163,6 +218,9 @@ def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipien
             nughde = nughde_from_getpw(local)
     except SystemExit as e:
         return e.code
+    finally:
+        if getpw_fd >= 0:
+            os.close(GETPW_FD)  # the user's programs get nothing but fds 0-2
     fields = nughde.split(b"\0")
     if len(fields) < 7:
         return QLX_USAGE
@@ -184,8 +242,9 @@ def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipien
 class LocalSpawner(spawn.Spawner):
     """spawn.c with qmail-lspawn's child and report."""
 
-    def __init__(self, aliasempty: bytes, env: dict[bytes, bytes]):
+    def __init__(self, aliasempty: bytes, env: dict[bytes, bytes], getpw_fd: int = -1):
         super().__init__()
+        self.getpw_fd = getpw_fd
         self.aliasempty = aliasempty
         self.env = env
         self.lib = proctitle.libc()
@@ -193,7 +252,7 @@ class LocalSpawner(spawn.Spawner):
     def child(self, message_fd, report_fd, sender, recipient, at) -> int:
         try:
             return delivery_child(self.lib, message_fd, report_fd, sender, recipient, at,
-                                  self.aliasempty, self.env)
+                                  self.aliasempty, self.env, self.getpw_fd)
         except BaseException:
             return errors.note_bug(2)
 
@@ -213,7 +272,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     except OSError:
         return 111
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    spawner = LocalSpawner(argv[1], env)
+    spawner = LocalSpawner(argv[1], env, start_getpw())
     spawner.write(bytes((auto.SPAWN,)))
     return spawner.loop()
 

@@ -9,6 +9,7 @@ runs (`child()`), how its output is kept (`add_output()`) and how exit status
 and output become a report (`report()`).
 """
 import abc
+import gc
 import os
 import select
 import stat
@@ -42,13 +43,20 @@ def set_comm(name: bytes) -> None:
         pass
 
 
-def into_child_fds(message_fd: int, report_fd: int) -> None:
-    """fd 0 = the message, fds 1 and 2 = the report pipe, nothing else open:
-    other deliveries' pipes must reach EOF when their own children finish."""
+def into_child_fds(message_fd: int, report_fd: int, keep_fd: int = -1) -> None:
+    """fd 0 = the message, fds 1 and 2 = the report pipe (and keep_fd, if any, as
+    fd 3), nothing else open: other deliveries' pipes must reach EOF when their
+    own children finish."""
+    if keep_fd >= 0:
+        keep_fd = os.dup(keep_fd)   # above 2, out of the way of the dup2s below
     os.dup2(message_fd, 0)
     os.dup2(report_fd, 1)
     os.dup2(report_fd, 2)
-    os.closerange(3, 65536)
+    if keep_fd >= 0:
+        os.dup2(keep_fd, 3)
+        os.closerange(4, 65536)
+    else:
+        os.closerange(3, 65536)
 
 
 class Delivery:
@@ -187,6 +195,8 @@ class Spawner(abc.ABC):
                 os.close(fdout)
                 return self.err(delnum, ERR_FORK)
             if pid == 0:
+                # a short life: no collector walking (and copying) the parent's pages
+                gc.disable()
                 code = 111
                 try:
                     code = self.child(fdmess, fdout, sender, recipient, at)
@@ -215,6 +225,9 @@ class Spawner(abc.ABC):
 
     def loop(self) -> int:
         """Until fd 0 is at EOF and no child is left."""
+        # everything imported so far stays out of the collector's way, so the
+        # forked children share the parent's pages instead of copying them
+        gc.freeze()
         while True:
             if not self.reading and not self.slots:
                 return 0

@@ -347,3 +347,23 @@ def test_multilog_as_the_logger(fresh_home, users):
     assert re.fullmatch(rb"@4000[0-9a-f]{20} status: local 0/10 remote 0/20", lines[0])
     assert any(re.fullmatch(rb"@4000[0-9a-f]{20} delivery 1: success: did_1\+0\+0/", x) for x in lines)
     assert tree.log == b""  # nothing on qmail-start's stdout
+
+
+def test_resident_qmail_getpw(tree, users):
+    """qmail-lspawn's resident qmail-getpw: uid qmailp, gid nofiles, named
+    qmail-getpw, holding only its socket; deliveries look users up through it."""
+    tree.wait_log(rb"^status: local 0/10")
+    wait_for(lambda: "qmail-getpw" in tree.children())
+    (pid,) = tree.children()["qmail-getpw"]
+    st = status(pid)
+    assert st["Uid"].split() == [str(uid("qmailp"))] * 4
+    assert st["Gid"].split() == [str(grp.getgrnam("nofiles").gr_gid)] * 4
+    assert [os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd")] == [True]
+    joe = users.make("gpw")
+    joe.maildir()
+    joe.write(".qmail-ext", b"./Maildir/\n", 0o644)
+    wait_for(lambda: os.path.exists(os.path.join(tree.home, "queue/lock/qmail-queued")))
+    assert queue_as(tree.home, "nobody", b"x\n", b"Fs@h\0T%s-Ext@host.example.com\0\0" % joe.name.encode()) == 0
+    # found through qmail-getpw: user joe, dash "-", extension "ext"
+    wait_for(lambda: os.listdir(os.path.join(joe.home, "Maildir", "new")))
+    assert tree.children()["qmail-getpw"] == [pid]   # the same process served it
