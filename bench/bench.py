@@ -272,7 +272,7 @@ class Bench:
 
     def setup(self) -> None:
         ports: set[int] = set()
-        self.qport, self.pport, self.sink_port, self.dead_port = (free_port(ports) for _ in range(4))
+        self.qport, self.pport, self.sink_port, self.dead_port, self.fport = (free_port(ports) for _ in range(5))
         msgfile = os.path.join(self.base, "message")
         with open(msgfile, "wb") as f:
             f.write(self.message)
@@ -465,6 +465,8 @@ class Bench:
             q.start_tree()
         if q.server is None:
             q.start_smtpd()
+        if q.fast is None:
+            q.start_fast(self.fport)
 
     def smtp_source(self, port: int, n: int, rcpt: str, sessions: int, per_connection: bool):
         argv = ["smtp-source", "-s", str(sessions), "-m", str(n), "-F", self.msgfile,
@@ -487,7 +489,7 @@ class Bench:
         """Wait until the MTA's queue is empty again (deliveries finish after the
         last file appears: queue clean-up is not part of the figure but must not
         spill into the next run)."""
-        if mta == "pyqmail":
+        if mta.startswith("pyqmail"):
             cond = lambda: self.pyqmail.queue_files() == 0  # noqa: E731
         else:
             cond = self.postfix.queue_empty
@@ -498,8 +500,8 @@ class Bench:
             time.sleep(0.05)
 
     def smtp_run(self, mta: str, n: int, sessions: int, per_connection: bool, relay: bool = False):
-        box = self.qbox if mta == "pyqmail" else self.pbox
-        port = self.qport if mta == "pyqmail" else self.pport
+        box = self.pbox if mta == "postfix" else self.qbox
+        port = {"pyqmail": self.qport, "pyqmail-fast": self.fport, "postfix": self.pport}[mta]
         rcpt = "%s@%s" % (box.name, RELAY) if relay else box.address
         target = self.sink if relay else box
 
@@ -529,10 +531,13 @@ class Bench:
         for tag, title, n, sessions, per_connection, rounds in variants:
             self.say("smtp end to end: %s" % title)
             runs = self.interleave([("pyqmail", self.smtp_run("pyqmail", n, sessions, per_connection)),
+                                    ("pyqmail-fast", self.smtp_run("pyqmail-fast", n, sessions, per_connection)),
                                     ("postfix", self.smtp_run("postfix", n, sessions, per_connection))],
                                    rounds)
-            self.record("smtp-" + tag, "SMTP to Maildir/new: %s, 1 KB (higher is better)" % title,
-                        "msg/s", runs, [("pyqmail", "postfix")], messages=n, verified=True)
+            self.record("smtp-" + tag, "SMTP to Maildir/new: %s, 1 KB (higher is better); pyqmail under "
+                        "tcpserver, pyqmail-fast under qmail-tcpsrv" % title,
+                        "msg/s", runs, [("pyqmail", "postfix"), ("pyqmail-fast", "postfix")],
+                        messages=n, verified=True)
 
     # -- scenario 2: sendmail
 

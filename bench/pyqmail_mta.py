@@ -61,6 +61,8 @@ class Pyqmail:
         self.send_log = os.path.join(base, "qmail-send.log")
         self.tree = None
         self.server = None
+        self.fast = None
+        self.fast_port = 0
         self.queued = None
 
     def bin(self, name: str) -> str:
@@ -138,32 +140,45 @@ class Pyqmail:
                 self.queued.wait()
         self.queued = None
 
-    def start_smtpd(self) -> None:
+    def listen(self, listener: str, port: int) -> subprocess.Popen:
+        """qmail-smtpd on a loopback port under the real tcpserver or qmail-tcpsrv."""
         rules = os.path.join(self.home, "control", "tcp.smtp.cdb")
-        argv = ["tcpserver", "-R", "-H", "-l", self.domain, "-x", rules, "-c", "100",
+        argv = [listener, "-R", "-H", "-l", self.domain, "-x", rules, "-c", "100",
                 "-u", str(pwd.getpwnam("qmaild").pw_uid), "-g", str(grp.getgrnam("nofiles").gr_gid),
-                "127.0.0.1", str(self.port), self.bin("qmail-smtpd")]
-        with open(os.path.join(self.base, "tcpserver.log"), "ab") as log:
-            self.server = subprocess.Popen(argv, cwd="/", stdin=subprocess.DEVNULL, stdout=log,
-                                           stderr=log, env={"PATH": "/usr/bin:/bin"})
+                "127.0.0.1", str(port), self.bin("qmail-smtpd")]
+        name = os.path.basename(listener)
+        with open(os.path.join(self.base, name + ".log"), "ab") as log:
+            server = subprocess.Popen(argv, cwd="/", stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=log, env={"PATH": "/usr/bin:/bin"})
 
         def up():
-            if self.server.poll() is not None:
+            if server.poll() is not None:
                 return True
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return True
             except OSError:
                 return False
-        wait_until(up, 30, "tcpserver up")
-        if self.server.poll() is not None:
-            raise RuntimeError("tcpserver exited (port %d busy?)" % self.port)
+        wait_until(up, 30, name + " up")
+        if server.poll() is not None:
+            raise RuntimeError("%s exited (port %d busy?)" % (name, port))
+        return server
+
+    def start_smtpd(self) -> None:
+        self.server = self.listen("tcpserver", self.port)
+
+    def start_fast(self, port: int) -> None:
+        """The fast path: qmail-tcpsrv forks qmail-smtpd's code, no exec."""
+        self.fast_port = port
+        self.fast = self.listen(self.bin("qmail-tcpsrv"), port)
 
     def stop_smtpd(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()
-            self.server.wait(10)
+        for server in (self.server, self.fast):
+            if server is not None and server.poll() is None:
+                server.terminate()
+                server.wait(10)
         self.server = None
+        self.fast = None
 
     def queue_files(self) -> int:
         """Entries left in todo/ and info/ (0 once every message is done)."""
