@@ -6,6 +6,7 @@ control/concurrencyremote against a slow peer."""
 import grp
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -23,13 +24,15 @@ SENDER = b"sender@example.org"
 QMAIL_RECEIVED = re.compile(rb"Received: \(qmail \d+ invoked (by uid \d+|from network)\); "
                             rb"\d{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d -0000\n")
 
-# dot-stuffed lines, 8-bit bytes, a line longer than Postfix's 2048-byte
-# line_length_limit (it splits on input and joins again on delivery), CR-less
-# LF line ends as qmail keeps them
-BODY = (b"From: Sender <sender@example.org>\nTo: rcpt\nSubject: interop\n"
-        b"Date: Mon, 4 Mar 2024 10:00:00 +0000\nMessage-ID: <interop.1@example.org>\n\n"
-        b".one leading dot\n..two leading dots\n.\n...\n"
-        b"\xe9\xe8\xff\x80 eight bit \x01\x7f\n" + b"L" * 5000 + b"\nlast line\n")
+
+def body(long_line: int) -> bytes:
+    """A message with dot-stuffed lines, 8-bit bytes and one long line, in
+    qmail's LF line ends; fully qualified header addresses, so a Postfix that
+    rewrites headers of local submissions has nothing to change."""
+    return (b"From: Sender <sender@example.org>\nTo: rcpt@example.net\nSubject: interop\n"
+            b"Date: Mon, 4 Mar 2024 10:00:00 +0000\nMessage-ID: <interop.1@example.org>\n\n"
+            b".one leading dot\n..two leading dots\n.\n...\n"
+            b"\xe9\xe8\xff\x80 eight bit \x01\x7f\n" + b"L" * long_line + b"\nlast line\n")
 
 
 def write_control(home: str, name: str, data: str):
@@ -89,7 +92,6 @@ class SmtpServer:
              "127.0.0.1", str(self.port), os.path.join(home, "bin", "qmail-smtpd")],
             env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import socket
 
         def up():
             assert self.proc.poll() is None, "tcpserver exited"
@@ -108,6 +110,9 @@ class SmtpServer:
             return []
 
     def stop(self):
+        """Stop tcpserver, then see its qmail-smtpd children gone (a client
+        still connected gets a bounded wait, then SIGKILL by pid)."""
+        kids = self.children()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -115,6 +120,18 @@ class SmtpServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+        def alive(pid):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+        deadline = time.monotonic() + 20
+        while any(map(alive, kids)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in filter(alive, kids):
+            os.kill(pid, 9)
 
 
 # ---- issue 7: qmail-remote -> Postfix
@@ -137,7 +154,10 @@ def test_qmail_remote_delivers_into_postfix_maildir(fresh_home, users):
         write_control(fresh_home, "smtproutes", "postfix.test:127.0.0.1:%d\n" % postfix.port)
         tree = start_tree(fresh_home)
         rcpt = b"%s@postfix.test" % joe.name.encode()
-        assert queue_as(fresh_home, "nobody", BODY, b"F%s\0T%s\0\0" % (SENDER, rcpt)) == 0
+        # longer than Postfix smtpd's line_length_limit of 2048: it splits the
+        # line on input and joins it again on delivery
+        message = body(5000)
+        assert queue_as(fresh_home, "nobody", message, b"F%s\0T%s\0\0" % (SENDER, rcpt)) == 0
         until(lambda: maildir_files(maildir), 60, tree.read_log, postfix.log)
         tree.wait_log(rb"^end msg \d+$")
         # null sender: its bounce is a double bounce to the local postmaster
@@ -167,7 +187,7 @@ def test_qmail_remote_delivers_into_postfix_maildir(fresh_home, users):
     rest = data[m.end():]
     q = QMAIL_RECEIVED.match(rest)
     assert q and q.group(1) == b"by uid %d" % uid("nobody"), rest[:200]
-    assert rest[q.end():] == BODY
+    assert rest[q.end():] == message
 
     # qmail-send's log: the remote success carries Postfix's own reply
     assert re.search(r"^delivery 1: success: 127\.0\.0\.1_accepted_message\./"
@@ -233,7 +253,8 @@ def test_100_remote_deliveries_within_concurrencyremote(fresh_home):
         tree = start_tree(fresh_home)
         for i in range(100):   # one message per domain, as nobody through qmail-queued
             queue_many(fresh_home, 1, b"r@d%d.remote.test" % i, tag=b"%d-" % i)
-        wait_for(lambda: len(re.findall(rb"^end msg \d+$", tree.read_log(), re.M)) == 100, 180)
+        until(lambda: len(re.findall(rb"^end msg \d+$", tree.read_log(), re.M)) == 100, 180,
+              tree.read_log)
         log = tree.wait_log(rb"^status: local 0/10 remote 0/20$").decode()
     finally:
         if tree is not None:
@@ -271,11 +292,14 @@ def test_postfix_relays_into_qmail_smtpd(fresh_home, users):
         postfix = Postfix(hostname="postfix.test",
                           transports={ME: "smtp:[127.0.0.1]:%d" % server.port})
         rcpt = "%s@%s" % (joe.name, ME)
-        done = postfix.sendmail("sender@postfix.test", [rcpt], BODY)
+        # 998 bytes: the longest line Postfix's smtp client sends unbroken
+        # (smtp_line_length_limit)
+        message = body(998)
+        done = postfix.sendmail("sender@postfix.test", [rcpt], message)
         assert (done.returncode, done.stderr) == (0, b"")
-        wait_for(lambda: maildir_files(maildir), 60)
-        wait_for(lambda: postfix.mailq() == b"Mail queue is empty\n", 30)
-        wait_for(lambda: b"status=sent" in postfix.log(), 30)
+        until(lambda: maildir_files(maildir), 60, postfix.log, tree.read_log)
+        until(lambda: postfix.mailq() == b"Mail queue is empty\n", 30, postfix.mailq, postfix.log)
+        until(lambda: b"status=sent" in postfix.log(), 30, postfix.log)
         maillog = postfix.log().decode()
         log = tree.wait_log(rb"^end msg \d+$").decode()
     finally:
@@ -300,7 +324,7 @@ def test_postfix_relays_into_qmail_smtpd(fresh_home, users):
     p = re.match(rb"Received: by postfix\.test \(Postfix, from userid 0\)\n\tid ([0-9A-F]+); [^\n]+\n",
                  rest)
     assert p, rest[:200]
-    assert rest[p.end():] == BODY
+    assert rest[p.end():] == message
     ident = p.group(1).decode()
     sent = re.search(r"postfix/smtp\[\d+\]: %s: to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, "
                      r".*status=sent \(250 ok (\d+) qp (\d+)\)" % (ident, re.escape(rcpt), server.port),
@@ -320,6 +344,7 @@ def test_smtp_source_load_into_qmail_smtpd(fresh_home, users):
     tree = start_tree(fresh_home)
     server = SmtpServer(fresh_home)
     peak = {}
+    uids = set()
     sampling = True
 
     def sample():
@@ -332,6 +357,7 @@ def test_smtp_source_load_into_qmail_smtpd(fresh_home, users):
                 if st.get("Name", "").strip() == "qmail-smtpd" and "VmRSS" in st:
                     kb = int(st["VmRSS"].split()[0])
                     peak[pid] = max(peak.get(pid, 0), kb)
+                    uids.add(st["Uid"].split()[0])
             time.sleep(0.005)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -343,9 +369,11 @@ def test_smtp_source_load_into_qmail_smtpd(fresh_home, users):
                                "127.0.0.1:%d" % server.port], capture_output=True, timeout=300)
         assert (done.returncode, done.stderr) == (0, b""), done.stderr
         sent = time.monotonic() - started
-        wait_for(lambda: len(os.listdir(os.path.join(maildir, "new"))) == 500, 300)
+        until(lambda: len(os.listdir(os.path.join(maildir, "new"))) == 500, 300, tree.read_log)
         delivered = time.monotonic() - started
-        log = tree.wait_log(rb"^status: local 0/10 remote 0/20$").decode()
+        until(lambda: len(re.findall(rb"^end msg \d+$", tree.read_log(), re.M)) == 500, 60,
+              tree.read_log)
+        log = tree.read_log().decode()
     finally:
         sampling = False
         sampler.join(10)
@@ -356,7 +384,21 @@ def test_smtp_source_load_into_qmail_smtpd(fresh_home, users):
           % (sent, delivered, len(peak), max(peak.values()), sorted(peak.values())[len(peak) // 2]))
     assert len(re.findall(r"^delivery \d+: success: did_1\+0\+0/$", log, re.M)) == 500
     assert peak and max(peak.values()) < 60 * 1024
+    assert uids == {str(uid("qmaild"))}
+    ids = set()
+    bodies = set()
     for path in maildir_files(maildir):
         data = read(path)
         assert data.startswith(b"Return-Path: <sender@postfix.test>\nDelivered-To: %s\n" % rcpt.encode())
         assert b"\n  by %s with SMTP; " % ME.encode() in data
+        headers, text = data.split(b"\n\n", 1)
+        m = re.search(rb"\nMessage-Id: (<[^>\n]+>)(\n|$)", headers)
+        assert m, headers
+        ids.add(m.group(1))
+        # smtp-source's body (-l 1024): numbered lines of X, the same in every
+        # message, here with LF line ends
+        assert re.fullmatch(rb"([0-9]X+\n)+X*\n", text), text[:200]
+        bodies.add(text)
+    assert len(ids) == 500
+    (text,) = bodies
+    assert len(text) > 1000
