@@ -13,14 +13,21 @@ VENV := $(SRC)/.venv
 # dnsmasq-base and postfix (for smtp-sink) serve the remote-delivery tests,
 # postfix also the interop tests (a private instance on loopback, smtp-source),
 # ucspi-tcp, swaks and xinetd the SMTP tests, bsd-mailx and mutt the sendmail
-# tests; apt_install keeps package daemons
-# from starting (policy-rc.d says 101).
-APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools
+# tests, fetchmail the POP3 tests (pyqmail ships its own checkpassword: Debian
+# has no package of it), fastforward and dot-forward the alias tests;
+# apt_install keeps package daemons from starting (policy-rc.d says 101).
+APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools fetchmail fastforward dot-forward
 APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
+# make bench: the peer (Postfix, with smtp-source and smtp-sink), tcpserver, and a
+# venv of its own for matplotlib (the chart only; the measuring runs on PYTHON)
+APT_BENCH_PACKAGES ?= python3-venv python3-pip postfix ucspi-tcp
+BENCH_VENV := $(SRC)/build/bench-venv
+QUICK ?=
+BENCH_ARGS ?=
 # pyqmail's dependencies (as declared in pyproject.toml)
 DEPENDENCIES := "dnspython>=2.3" "pure-cdb>=4.0" "python-daemon>=3.0"
 
-.PHONY: all deps users setup check test test-deps run stop apt-run sendmail-links
+.PHONY: all deps users setup check test test-deps run stop apt-run sendmail-links debian-links bench bench-deps
 
 all: deps
 
@@ -54,6 +61,14 @@ sendmail-links:
 		mkdir -p "$$(dirname "$$l")" && ln -sfn $(QMAIL_HOME)/bin/sendmail "$$l" && echo "$$l -> $(QMAIL_HOME)/bin/sendmail"; \
 	done
 
+# Debian's qmail add-ons (fastforward, dot-forward, ...) have Debian's qmail
+# home /var/lib/qmail compiled in: they run bin/qmail-queue and read control/
+# there.  This links DEBIAN_QMAIL_HOME/bin/PROGRAM and DEBIAN_QMAIL_HOME/control
+# to QMAIL_HOME's, and refuses (changing nothing) if one of them is something else.
+DEBIAN_QMAIL_HOME ?= /var/lib/qmail
+debian-links:
+	$(PYTHON) -m pyqmail.install links $(QMAIL_HOME) $(DEBIAN_QMAIL_HOME)
+
 check:
 	$(PYTHON) -m pyqmail.install check $(QMAIL_HOME) $(SRC)
 
@@ -76,14 +91,28 @@ test-deps:
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
 		"pytest>=7.2" $(DEPENDENCIES)
 
-test: test-deps deps users
+test: test-deps bench-deps deps users
 	$(VENV)/bin/python -m pytest tests
 
 # A working MTA on this host: dependencies, users, the tree in QMAIL_HOME, a
 # default configuration for this host (only where none exists), then start the
-# qmail-start tree and qmail-smtpd under tcpserver on port 25.
+# qmail-start tree and qmail-smtpd under qmail-tcpsrv on port 25
+# (SMTPD_LISTENER=tcpserver: under the real tcpserver).
+SMTPD_LISTENER ?= qmail-tcpsrv
 run: apt-run deps users setup check
-	sh scripts/run.sh $(QMAIL_HOME)
+	SMTPD_LISTENER=$(SMTPD_LISTENER) sh scripts/run.sh $(QMAIL_HOME)
 
 stop:
 	sh scripts/stop.sh
+
+# pyqmail beside a private Postfix on loopback, interleaved rounds, ratios:
+# make bench [QUICK=1] [BENCH_ARGS="--messages 500 --only smtp,queue"]
+# Results: bench-results/results-DATE.json and smtp-DATE.png.
+bench-deps:
+	@$(call apt_install,$(APT_BENCH_PACKAGES))
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -c "import matplotlib" 2>/dev/null || \
+		$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check matplotlib
+
+bench: bench-deps deps users
+	$(PYTHON) bench/bench.py $(if $(QUICK),--quick) --chart-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)

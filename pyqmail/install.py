@@ -2,6 +2,7 @@
 
     python3 -m pyqmail.install setup QMAIL_HOME SOURCE_DIR DEPS_DIR PYTHON
     python3 -m pyqmail.install check QMAIL_HOME SOURCE_DIR
+    python3 -m pyqmail.install links QMAIL_HOME OTHER_HOME
 
 SOURCE_DIR is the checkout (conf-*, bin/, boot/, pyqmail/, docs); DEPS_DIR holds
 the pure-Python dependencies installed with `pip --target`.  Everything is copied
@@ -25,7 +26,10 @@ CHECK_WARNING = b"instcheck: warning: "
 
 # program -> (owner role, mode); spec/install.md §3 with the deviations above.
 PROGRAMS = {}
-for _name in (b"qmail-lspawn", b"qmail-start", b"qmail-newu", b"qmail-newmrh"):
+for _name in (b"qmail-lspawn", b"qmail-start", b"qmail-newu", b"qmail-newmrh",
+              # pyqmail's checkpassword (Debian has none): root's alone, run by
+              # qmail-popup as root
+              b"checkpassword"):
     PROGRAMS[_name] = (b"owner", 0o700)
 for _name in (
     # qmail's 0711 programs
@@ -339,6 +343,33 @@ def check(home: bytes, source: bytes) -> int:
     return 1 if problems else 0
 
 
+def links(home: bytes, other: bytes) -> int:
+    """Make OTHER_HOME/bin/PROGRAM and OTHER_HOME/control symlinks into QMAIL_HOME, for
+    programs built with another qmail home compiled in (Debian's fastforward and
+    dot-forward chdir to /var/lib/qmail, run bin/qmail-queue and read control/).
+    Nothing is replaced: an entry that is not already our link stops everything."""
+    wanted = [(os.path.join(other, b"bin", name), os.path.join(home, b"bin", name))
+              for name in sorted(os.listdir(os.path.join(home, b"bin")))]
+    wanted.append((os.path.join(other, b"control"), os.path.join(home, b"control")))
+    todo = []
+    for link, target in wanted:
+        if os.path.islink(link) and os.readlink(link) == target:
+            continue
+        if os.path.lexists(link):
+            os.write(2, b"links: fatal: %s exists and is not a link to %s; move it away first\n"
+                     % (link, target))
+            return 1
+        todo.append((link, target))
+    for link, target in todo:
+        try:
+            os.makedirs(os.path.dirname(link), 0o755, exist_ok=True)
+            os.symlink(target, link)
+        except OSError as e:
+            fatal(b"symlink", link, e)
+        os.write(1, b"%s -> %s\n" % (link, target))
+    return 0
+
+
 def main() -> None:
     args = [os.fsencode(a) for a in sys.argv[1:]]
     if len(args) >= 3 and args[0] == b"check":
@@ -348,8 +379,10 @@ def main() -> None:
         if not home.startswith(b"/"):
             raise SystemExit("install: fatal: QMAIL_HOME must be an absolute path")
         sys.exit(setup(os.path.normpath(home), args[2], args[3], args[4]))
+    if len(args) == 3 and args[0] == b"links" and args[1].startswith(b"/") and args[2].startswith(b"/"):
+        sys.exit(links(os.path.normpath(args[1]), os.path.normpath(args[2])))
     raise SystemExit("usage: python3 -m pyqmail.install setup QMAIL_HOME SOURCE DEPS PYTHON"
-                     " | check QMAIL_HOME SOURCE")
+                     " | check QMAIL_HOME SOURCE | links QMAIL_HOME OTHER_HOME")
 
 
 if __name__ == "__main__":

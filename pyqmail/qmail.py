@@ -78,12 +78,13 @@ def connect(qmail_home: bytes) -> "socket.socket | None":
     return s
 
 
-def submit(s: "socket.socket", message_fd: int, envelope_fd: int) -> None:
-    """Hand the two read descriptors to the service (SCM_RIGHTS)."""
+def submit(s: "socket.socket", message_fd: int, envelope_fd: int, request: bytes = b"Q") -> None:
+    """Hand the two read descriptors to the service (SCM_RIGHTS).  Request P
+    (bin/qmail-queue) asks to be numbered with the caller's own pid."""
     import array
     import socket
     fds = array.array("i", [message_fd, envelope_fd])
-    s.sendmsg([b"Q"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    s.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
 
 
 def read_record(s: "socket.socket", buf: bytearray) -> bytes | None:

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from pyqmail import auto, cdb, environ, errors, prot, proctitle, qmail_local, spawn
+from pyqmail import auto, cdb, environ, errors, prot, proctitle, qmail_getpw, qmail_local, spawn
 
 # qlx.h: the delivery child's own exit codes
 QLX_USAGE = 112
@@ -99,22 +99,21 @@ def nughde_from_cdb(local: bytes) -> bytes | None:
 
 
 def nughde_from_getpw(local: bytes) -> bytes:
-    """Run bin/qmail-getpw LOCAL as qmailp/nofiles and read its answer."""
+    """qmail-getpw LOCAL as qmailp/nofiles, and its answer.  Like qmail-local it
+    runs in a forked child (renamed qmail-getpw), not as a new interpreter."""
     try:
         r, w = os.pipe()
         pid = os.fork()
     except OSError:
         raise SystemExit(QLX_SYS) from None
     if pid == 0:
-        code = QLX_EXECPW
+        code = QLX_USAGE
         try:
             os.close(r)
-            code = QLX_USAGE
             prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
+            spawn.set_comm(b"qmail-getpw")
             code = QLX_SYS
-            os.dup2(w, 1)
-            code = QLX_EXECPW
-            os.execv(b"bin/qmail-getpw", [b"bin/qmail-getpw", local])
+            code = qmail_getpw.run([b"qmail-getpw", local], w)
         except BaseException:
             pass
         os._exit(code)

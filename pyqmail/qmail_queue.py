@@ -304,7 +304,9 @@ def run_client(qmail_home: bytes) -> int:
         return 73
     buf = bytearray()
     try:
-        qmail.submit(s, 0, 1)
+        # P: this process is qmail-queue to its caller, who may print its pid
+        # as the qp (fastforward, dot-forward); the service numbers it so.
+        qmail.submit(s, 0, 1, b"P")
         if qmail.parse_number(qmail.read_record(s, buf), b"qp ") is None:
             return 74
         code = qmail.parse_number(qmail.read_record(s, buf), b"exit ")

@@ -7,9 +7,12 @@ envelope read descriptors attached (SCM_RIGHTS).  The service learns the
 caller's uid from the kernel (SO_PEERCRED), answers `qp N\\0`, runs qmail-queue's
 algorithm reading straight from those descriptors, and answers `exit C\\0`.
 
-Each submission has a thread of its own, so a stalled client blocks nobody;
-N is that thread's kernel id, unique among running submissions like qmail's
-pids, and names the pid/ file and the Received line.
+Each submission has a thread of its own, so a stalled client blocks nobody.
+N names the pid/ file and the Received line: for request byte P (sent by
+bin/qmail-queue) it is the caller's pid from SO_PEERCRED, the qmail-queue
+process its own caller forked, as in qmail; for Q (in-process clients) it is
+the thread's kernel id.  Either is unique among running submissions
+while its caller lives.
 """
 import array
 import errno
@@ -32,15 +35,16 @@ STOP_GRACE = 60  # seconds a SIGTERM waits for submissions under way
 SO_PEERCRED_FORMAT = "3i"
 
 
-def peer_uid(conn: socket.socket) -> int:
-    """The connecting process's uid, as the kernel recorded it at connect()."""
+def peer_creds(conn: socket.socket) -> tuple[int, int]:
+    """The connecting process's pid and uid, as the kernel recorded them at connect()."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                             struct.calcsize(SO_PEERCRED_FORMAT))
-    return struct.unpack(SO_PEERCRED_FORMAT, creds)[1]
+    pid, uid, _ = struct.unpack(SO_PEERCRED_FORMAT, creds)
+    return pid, uid
 
 
-def receive_fds(conn: socket.socket) -> tuple[int, int] | None:
-    """The request byte with exactly two descriptors, or None."""
+def receive_fds(conn: socket.socket) -> tuple[bytes, int, int] | None:
+    """The request byte (Q or P) with exactly two descriptors, or None."""
     fds = array.array("i")
     try:
         data, ancdata, flags, _ = conn.recvmsg(1, socket.CMSG_SPACE(4 * fds.itemsize))
@@ -49,11 +53,11 @@ def receive_fds(conn: socket.socket) -> tuple[int, int] | None:
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-    if data != b"Q" or len(fds) != 2 or flags & socket.MSG_CTRUNC:
+    if data not in (b"Q", b"P") or len(fds) != 2 or flags & socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
         return None
-    return fds[0], fds[1]
+    return data, fds[0], fds[1]
 
 
 class Stop(Exception):
@@ -72,12 +76,16 @@ class Service:
         # SIGTERM must reach the accepting main thread, never a worker
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            uid = peer_uid(conn)
-            fds = receive_fds(conn)
-            if fds is None:
+            pid, uid = peer_creds(conn)
+            request = receive_fds(conn)
+            if request is None:
                 return
+            kind, fds = request[0], request[1:]
             try:
-                qp = threading.get_native_id()
+                # P: the caller is bin/qmail-queue, whose pid its own caller knows
+                # as the qp, as with qmail's qmail-queue process; a live pid is
+                # no running thread's id.  Q: an in-process client learns N here.
+                qp = pid if kind == b"P" and pid > 0 else threading.get_native_id()
                 conn.sendall(b"qp %d\0" % qp)
                 try:
                     code = qmail_queue.queue_message(self.queue, fds[0], fds[1], uid, qp,

@@ -1,5 +1,5 @@
 #!/bin/sh
-# make stop: TERM to the SMTP listener's process group, and TERM to qmail-send
+# make stop: TERM to the SMTP and POP3 listeners' process groups, and TERM to qmail-send
 # alone (as qmail's docs say): it lets deliveries under way finish, then its
 # helpers, the queue service and the logger see EOF and exit by themselves.
 run=/run/pyqmail
@@ -13,5 +13,7 @@ stop() {  # name, what to signal
   rm -f "$pidfile"
   echo "stopped $1"
 }
-stop tcpserver -
+stop smtpd -          # qmail-tcpsrv or tcpserver, as scripts/run.sh started it
+stop tcpserver -      # the pid file of older versions of run.sh
+stop pop3d -
 stop qmail-send ""

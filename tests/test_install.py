@@ -41,10 +41,12 @@ def expected_tree():
     for x in ("home", "home+df", "proc", "proc+df", "binm1", "binm1+df",
               "binm2", "binm2+df", "binm3", "binm3+df"):
         tree["boot/" + x] = (f, root, 0o755)
-    # qmail's 0700 programs stay 0700; every other program is 0755 (INSTALL)
+    # qmail's 0700 programs stay 0700, and pyqmail's checkpassword is root's
+    # alone; every other program is 0755 (INSTALL)
     for x in os.listdir(os.path.join(SRC, "bin")):
         tree["bin/" + x] = (f, root, 0o700 if x in (
-            "qmail-lspawn", "qmail-start", "qmail-newu", "qmail-newmrh") else 0o755)
+            "qmail-lspawn", "qmail-start", "qmail-newu", "qmail-newmrh",
+            "checkpassword") else 0o755)
     return tree, q
 
 
@@ -219,3 +221,34 @@ def test_make_users_is_idempotent():
         assert pw.pw_gid == grp.getgrnam(group).gr_gid
         assert pw.pw_shell in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
         assert pw.pw_dir.endswith("/alias") == (name == "alias")
+
+
+def links(home, other):
+    return subprocess.run([PYTHON, "-m", "pyqmail.install", "links", home, other],
+                          cwd=SRC, capture_output=True)
+
+
+def test_debian_links_point_into_the_installation(qmail_home, tmp_path):
+    other = str(tmp_path / "lib-qmail")
+    os.makedirs(os.path.join(other, "bin"))
+    os.symlink("/usr/bin/fastforward", os.path.join(other, "bin", "fastforward"))
+    done = links(qmail_home, other)
+    assert done.returncode == 0, done.stderr
+    names = os.listdir(os.path.join(qmail_home, "bin"))
+    for name in names:
+        assert os.readlink(os.path.join(other, "bin", name)) == os.path.join(qmail_home, "bin", name)
+    assert os.readlink(os.path.join(other, "control")) == os.path.join(qmail_home, "control")
+    assert os.readlink(os.path.join(other, "bin", "fastforward")) == "/usr/bin/fastforward"
+    assert (other + "/bin/qmail-queue -> " + qmail_home + "/bin/qmail-queue\n").encode() in done.stdout
+    again = links(qmail_home, other)
+    assert (again.returncode, again.stdout) == (0, b"")
+
+
+def test_debian_links_refuse_to_replace_anything(qmail_home, tmp_path):
+    other = str(tmp_path / "lib-qmail")
+    os.makedirs(os.path.join(other, "control"))
+    done = links(qmail_home, other)
+    assert done.returncode == 1
+    assert done.stderr == ("links: fatal: %s/control exists and is not a link to %s/control;"
+                           " move it away first\n" % (other, qmail_home)).encode()
+    assert not os.path.exists(os.path.join(other, "bin"))

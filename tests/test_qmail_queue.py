@@ -122,6 +122,24 @@ def test_bin_qmail_queue_as_user_goes_through_service(service):
     assert read(os.path.join(q, "todo", ident)).startswith(b"u%d\0p" % uid("nobody"))
 
 
+def test_bin_qmail_queue_qp_is_its_own_pid(service):
+    """Callers such as fastforward print their qmail-queue child's pid as the qp;
+    the Received line and the todo file carry that same number, as in qmail."""
+    r, w = os.pipe()
+    os.write(w, b"Fme@h\0Tyou@h\0\0")
+    os.close(w)
+    proc = subprocess.Popen([os.path.join(service.home, "bin", "qmail-queue")],
+                            stdin=subprocess.PIPE, stdout=r, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: prot.drop(uid("nobody"), grp.getgrnam("nofiles").gr_gid))
+    os.close(r)
+    _, err = proc.communicate(b"Subject: t\n\nx\n", timeout=30)
+    assert (proc.returncode, err) == (0, b"")
+    ident, q = the_message(service.home)
+    assert read(os.path.join(q, "todo", ident)).startswith(b"u%d\0p%d\0" % (uid("nobody"), proc.pid))
+    mess = os.path.join(q, "mess", str(int(ident) % SPLIT), ident)
+    assert read(mess).startswith(b"Received: (qmail %d invoked by uid %d); " % (proc.pid, uid("nobody")))
+
+
 def test_bin_qmail_queue_as_root_writes_directly_as_qmailq(fresh_home):
     done = run_qmail_queue(fresh_home, b"x\n", b"F\0Tr@h\0\0")
     assert done.returncode == 0, done.stderr

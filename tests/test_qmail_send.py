@@ -230,3 +230,28 @@ def test_concurrency_limit_and_sigterm(fresh_home):
         wait_for(lambda: queue_files(fresh_home)["mess"] == [])
     finally:
         h2.stop()
+
+
+def test_orphan_scan_removes_old_leftovers(fresh_home):
+    """send.md §5.8: at start, mess files last accessed over 36 hours ago with
+    neither info nor todo go to qmail-clean (foop); younger ones stay."""
+    configure(fresh_home, locals="host.example.com")
+    q = os.path.join(fresh_home, "queue")
+    old = time.time() - 129600 - 60
+    for ident, age in ((46, old), (47, time.time())):
+        path = os.path.join(q, "mess", str(ident % SPLIT), str(ident))
+        with open(path, "wb") as f:
+            f.write(b"orphan\n")
+        os.chown(path, uid("qmailq"), -1)
+        os.utime(path, (age, age))
+    intd = os.path.join(q, "intd", "46")
+    with open(intd, "wb") as f:
+        f.write(b"u0\0p1\0Fa\0")
+    os.chown(intd, uid("qmailq"), -1)
+    h = SendHarness(fresh_home)
+    try:
+        wait_for(lambda: not os.path.exists(os.path.join(q, "mess", "0", "46")))
+        assert not os.path.exists(intd)
+        assert os.path.exists(os.path.join(q, "mess", "1", "47"))
+    finally:
+        h.stop()

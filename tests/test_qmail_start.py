@@ -16,12 +16,12 @@ from pyqmail import prot
 
 
 class Tree:
-    """qmail-start ./Maildir/ with the log on a pipe we read."""
+    """qmail-start ./Maildir/ (or another default delivery) with the log on a pipe we read."""
 
-    def __init__(self, home: str, *args: str):
+    def __init__(self, home: str, *args: str, default: str = "./Maildir/"):
         self.home = home
         env = {"PATH": f"{home}/bin:/usr/bin:/bin"}
-        self.proc = subprocess.Popen([os.path.join(home, "bin", "qmail-start"), "./Maildir/", *args],
+        self.proc = subprocess.Popen([os.path.join(home, "bin", "qmail-start"), default, *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env, cwd="/")
         self.log = b""
         # drain the log all the time: qmail-send blocks when its log pipe is full

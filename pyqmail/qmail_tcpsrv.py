@@ -1,0 +1,696 @@
+"""qmail-tcpsrv: tcpserver (ucspi-tcp 0.88) without an exec per connection for
+pyqmail's own programs.
+
+    qmail-tcpsrv [ -UXhHrRdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -g gid ] [ -u uid ]
+                 [ -b backlog ] [ -l localname ] [ -t timeout ] host port program [arg ...]
+
+The options, the rules cdb (tcprules; spec/install.md §6.2), the environment
+(PROTO, TCPLOCALIP, TCPLOCALPORT, TCPLOCALHOST, TCPREMOTEIP, TCPREMOTEPORT,
+TCPREMOTEHOST, TCPREMOTEINFO), the exit codes and every stderr line are
+tcpserver's, down to the `tcpserver:` prefix that log readers look for, so a
+tcpserver command line for qmail works with tcpserver replaced by qmail-tcpsrv.
+
+The difference: when program is QMAIL_HOME/bin/NAME of this installation and
+that file is pyqmail's wrapper for a program module, the listener imports the
+module once, and each connection's forked child renames itself to NAME (comm
+and argv[0], INTERFACE.md §3) and calls the module's main() in-process, with
+the same argv, environment, fds and signal state as the exec'd program would
+have.  Any other program is exec'd, as tcpserver does.
+
+Beyond tcpserver 0.88:
+- host `0` (or empty) listens on all IPv4 and IPv6 addresses; an IPv6 host such
+  as `::1` works.  An IPv4 client of a dual-stack listener looks exactly as under
+  tcpserver.  An IPv6 client gets ucspi-tcp-ipv6's environment: PROTO=TCP6, the
+  addresses in their compressed form (`::1`) in TCPLOCALIP/TCPREMOTEIP, and every
+  TCP* variable repeated as TCP6* (TCP6LOCALIP, ..., TCP6REMOTEINFO); its rules
+  are looked up by that address and then its prefixes ending in `:` as well as `.`.
+- a rules entry `-VAR` unsets VAR (spec/install.md §6.2; tcprules never writes one).
+- -l, -H/-h and -R/-r work as in tcpserver; DNS (PTR for TCPREMOTEHOST and, without
+  -l, TCPLOCALHOST) asks the servers of /etc/resolv.conf or $DNSCACHEIP, as
+  tcpserver's djbdns library does.
+
+SIGTERM ends the listener at once with exit 0, as tcpserver's: the port is
+closed and the sessions under way finish on their own.
+"""
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+from pyqmail import auto, cdb, errors, prot, proctitle
+from pyqmail.sgetopt import Getopt
+
+FATAL = b"tcpserver: fatal: "
+DROP = b"tcpserver: warning: dropping connection, "
+USAGE = (b"tcpserver: usage: qmail-tcpsrv [ -UXhHrRdDqQv ] [ -c limit ] [ -x rules.cdb ] "
+         b"[ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] "
+         b"host port program")
+IDENT_PORT = 113
+IDENT_MAX = 256          # remoteinfo.c: stop once more than 256 bytes are kept
+SAFE_MAX = 100           # safecats(): at most 100 characters of a field, then "..."
+EXIT_DENY = 100          # a deny rule: the child exits 100 without running the program
+WRAPPER_LINE = b"from pyqmail.%s import main"
+
+
+class Fatal(Exception):
+    """tcpserver's strerr_die(111, FATAL, ...)."""
+
+    def __init__(self, text: bytes, code: int = 111):
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+class Options:
+    """The command line, as tcpserver's getopt loop leaves its variables."""
+
+    def __init__(self):
+        self.verbosity = 1
+        self.limit = 40
+        self.backlog = 20
+        self.uid = 0
+        self.gid = 0
+        self.rules: bytes | None = None
+        self.allow_no_rules = False
+        self.delay = True
+        self.remotehost = True
+        self.remoteinfo = True
+        self.timeout = 26
+        self.localhost: bytes | None = None
+        self.host = b""
+        self.port = b""
+        self.program: list[bytes] = []
+
+
+def scan_ulong(value: bytes) -> tuple[int, int]:
+    """scan_ulong(): (value of the leading digits, number of digits)."""
+    end = 0
+    while end < len(value) and 48 <= value[end] <= 57:
+        end += 1
+    return (int(value[:end]) if end else 0), end
+
+
+def parse_options(argv: list[bytes], env: dict[bytes, bytes]) -> Options:
+    """tcpserver's option loop; Fatal(usage, 100) on a bad command line."""
+    o = Options()
+    opts = Getopt(argv, b"UXhHrRdDqQvc:x:g:u:b:l:t:")
+    while (opt := opts.next()) is not None:
+        arg = opts.optarg or b""
+        if opt == b"b":
+            o.backlog = scan_ulong(arg)[0]
+        elif opt == b"c":
+            o.limit = scan_ulong(arg)[0]
+        elif opt == b"X":
+            o.allow_no_rules = True
+        elif opt == b"x":
+            o.rules = arg
+        elif opt == b"d":
+            o.delay = True
+        elif opt == b"D":
+            o.delay = False
+        elif opt == b"v":
+            o.verbosity = 2
+        elif opt == b"q":
+            o.verbosity = 0
+        elif opt == b"Q":
+            o.verbosity = 1
+        elif opt == b"H":
+            o.remotehost = False
+        elif opt == b"h":
+            o.remotehost = True
+        elif opt == b"R":
+            o.remoteinfo = False
+        elif opt == b"r":
+            o.remoteinfo = True
+        elif opt == b"t":
+            o.timeout = scan_ulong(arg)[0]
+        elif opt == b"U":
+            if b"UID" in env:
+                o.uid = scan_ulong(env[b"UID"])[0]
+            if b"GID" in env:
+                o.gid = scan_ulong(env[b"GID"])[0]
+        elif opt == b"u":
+            o.uid = scan_ulong(arg)[0]
+        elif opt == b"g":
+            o.gid = scan_ulong(arg)[0]
+        elif opt == b"l":
+            o.localhost = arg
+        else:
+            raise Fatal(USAGE, 100)
+    rest = argv[opts.optind:]
+    if len(rest) < 3:
+        raise Fatal(USAGE, 100)
+    o.host, o.port, o.program = rest[0], rest[1], rest[2:]
+    return o
+
+
+# --- the rules cdb (ucspi-tcp rules.c, tcpserver.c's found()) ---------------------
+
+def rule_keys(ip: bytes, host: bytes | None, info: bytes | None):
+    """rules(): the keys to try, first match wins."""
+    if info is not None:
+        yield info + b"@" + ip
+        if host is not None:
+            yield info + b"@=" + host
+    yield ip
+    if host is not None:
+        yield b"=" + host
+    seps = b".:" if b":" in ip else b"."
+    for n in range(len(ip), 0, -1):
+        if ip[n - 1] in seps:
+            yield ip[:n]
+    if host is not None:
+        for i in range(len(host)):
+            if host[i] == 0x2e:
+                yield b"=" + host[i:]
+        yield b"="
+    yield b""
+
+
+def apply_rule(data: bytes, env: dict[bytes, bytes]) -> bool:
+    """found(): apply one record's entries to env; True if it says deny."""
+    deny = False
+    while (nul := data.find(b"\0")) >= 0:
+        entry, data = data[:nul], data[nul + 1:]
+        kind = entry[:1]
+        if kind == b"D":
+            deny = True
+        elif kind == b"+":
+            name, eq, value = entry[1:].partition(b"=")
+            if eq and name:
+                env[name] = value
+        elif kind == b"-" and len(entry) > 1:
+            env.pop(entry[1:], None)
+    return deny
+
+
+def check_rules(path: bytes, allow_missing: bool, ip: bytes, host: bytes | None,
+                info: bytes | None, env: dict[bytes, bytes]) -> bool:
+    """Open the rules cdb now (tcprules may have replaced it) and apply the first
+    matching record; True for deny.  Fatal(DROP text) when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) and allow_missing:
+            return False
+        raise Fatal(DROP + b"unable to read %s: %s" % (path, errors.error_str(e))) from None
+    try:
+        for key in rule_keys(ip, host, info):
+            data = cdb.find(fd, key, path)
+            if data is not None:
+                return apply_rule(data, env)
+    except OSError as e:
+        raise Fatal(DROP + b"unable to read %s: %s" % (path, errors.error_str(e))) from None
+    except cdb.CdbError:
+        raise Fatal(DROP + b"unable to read %s: protocol error" % path) from None
+    finally:
+        os.close(fd)
+    return False
+
+
+# --- DNS and ident -------------------------------------------------------------------
+
+def ptr_name(ip: bytes) -> bytes:
+    """The reverse-lookup name of an address."""
+    if b":" in ip:
+        packed = socket.inet_pton(socket.AF_INET6, ip.decode("ascii"))
+        nibbles = packed.hex()[::-1]
+        return b".".join(c.encode("ascii") for c in nibbles) + b".ip6.arpa"
+    return b".".join(reversed(ip.split(b"."))) + b".in-addr.arpa"
+
+
+def todot(labels) -> bytes:
+    """dns_domain_todot_cat(): lowercase, and \\ooo for bytes outside [a-z0-9_-]."""
+    out = []
+    for label in labels:
+        text = bytearray()
+        for ch in label:
+            if 65 <= ch <= 90:
+                ch += 32
+            if 97 <= ch <= 122 or 48 <= ch <= 57 or ch in b"-_":
+                text.append(ch)
+            else:
+                text += b"\\%03o" % ch
+        out.append(bytes(text))
+    return b".".join(out) if out else b"."
+
+
+def dns_name(ip: bytes, env: dict[bytes, bytes]) -> bytes | None:
+    """dns_name4(): the first PTR name of ip; None when there is none or the
+    lookup fails (tcpserver then leaves the name unset)."""
+    from pyqmail import qdns
+    import dns.rdatatype
+    try:
+        records = qdns.Resolver(env).query(ptr_name(ip), dns.rdatatype.PTR)
+    except (qdns.Soft, qdns.Hard, OSError, ValueError):
+        return None
+    for record in records:
+        return todot([label for label in record.target.labels if label])
+    return None
+
+
+def remoteinfo(family: int, remote: tuple[bytes, int], local: tuple[bytes, int],
+               timeout: int) -> bytes | None:
+    """remoteinfo(): ask the client's identd (RFC 1413) within timeout seconds;
+    None on any failure."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((local[0].decode("ascii"), 0))
+            s.settimeout(timeout)
+            s.connect((remote[0].decode("ascii"), IDENT_PORT))
+            s.sendall(b"%d , %d\r\n" % (remote[1], local[1]))
+            out = bytearray()
+            colons = 0
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                s.settimeout(left)
+                chunk = s.recv(128)
+                if not chunk:
+                    return None
+                for ch in chunk:
+                    if ch in b" \t\r":
+                        continue
+                    if ch == 0x0a:
+                        return bytes(out)
+                    if colons < 3:
+                        if ch == 0x3a:
+                            colons += 1
+                    else:
+                        out.append(ch)
+                        if len(out) > IDENT_MAX:
+                            return bytes(out)
+    except (OSError, ValueError):
+        return None
+
+
+# --- one connection (tcpserver's doit(), in the forked child) -----------------------
+
+def safe(text: bytes) -> bytes:
+    """safecats(): at most 100 printable characters, `?` for the rest and for `%`, `:`."""
+    out = bytearray()
+    for ch in text[:SAFE_MAX]:
+        out.append(0x3f if ch < 33 or ch > 126 or ch in b"%:" else ch)
+    if len(text) > SAFE_MAX:
+        out += b"..."
+    return bytes(out)
+
+
+def address(sockaddr) -> tuple[bytes, int, bytes | None]:
+    """(ip text, port, IPv6 interface) of a socket address; v4-mapped as IPv4."""
+    host, port = sockaddr[0], sockaddr[1]
+    scope = None
+    if "%" in host:
+        host, scope = host.split("%", 1)
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host.encode("ascii"), port, (scope.encode("ascii") if scope else None)
+
+
+class Listener:
+    """What the children of one listener share: options, program, environment."""
+
+    def __init__(self, o: Options, env: dict[bytes, bytes], module=None, lib=None,
+                 startup: dict[bytes, bytes | None] | None = None):
+        self.o = o
+        self.env = env
+        self.startup = startup or {}   # what the interpreter's start changed in env
+        self.module = module      # the program's module, when it runs in-process
+        self.lib = lib            # libc for proctitle.rename
+
+    def log(self, line: bytes, level: int = 2) -> None:
+        if self.o.verbosity >= level:
+            errors.write_line(2, line)
+
+    def setup(self, conn: socket.socket, remote_address) -> tuple[dict[bytes, bytes], bool]:
+        """doit(): the program's environment and whether a rule denies the client."""
+        o = self.o
+        remoteip, remoteport, _ = address(remote_address)
+        self.log(b"tcpserver: pid %d from %s" % (os.getpid(), remoteip))
+        six = b":" in remoteip
+        if not six and conn.family == socket.AF_INET:
+            try:
+                conn.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+            except OSError:
+                pass
+        if not o.delay:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            localip, localport, scope = address(conn.getsockname())
+        except OSError as e:
+            raise Fatal(DROP + b"unable to get local address: " + errors.error_str(e)) from None
+        localhost = o.localhost
+        if localhost is None:
+            localhost = dns_name(localip, self.env)
+        remotehost = dns_name(remoteip, self.env) if o.remotehost else None
+        info = None
+        if o.remoteinfo:
+            family = socket.AF_INET6 if six else socket.AF_INET
+            info = remoteinfo(family, (remoteip, remoteport), (localip, localport), o.timeout)
+
+        env = dict(self.env)
+        values = [(b"LOCALIP", localip), (b"LOCALPORT", b"%d" % localport),
+                  (b"LOCALHOST", localhost), (b"REMOTEIP", remoteip),
+                  (b"REMOTEPORT", b"%d" % remoteport), (b"REMOTEHOST", remotehost),
+                  (b"REMOTEINFO", info)]
+        env[b"PROTO"] = b"TCP6" if six else b"TCP"
+        for prefix in ((b"TCP", b"TCP6") if six else (b"TCP",)):
+            for name, value in values:
+                if value is None:
+                    env.pop(prefix + name, None)
+                else:
+                    env[prefix + name] = value
+        if six and scope is not None:
+            env[b"TCP6INTERFACE"] = scope
+
+        deny = False
+        if o.rules is not None:
+            deny = check_rules(o.rules, o.allow_no_rules, remoteip, remotehost, info, env)
+        self.log(b"tcpserver: %s %d %s:%s:%s %s:%s:%s:%s" % (
+            b"deny" if deny else b"ok", os.getpid(), safe(localhost or b""), safe(localip),
+            safe(b"%d" % localport), safe(remotehost or b""), safe(remoteip),
+            safe(info or b""), safe(b"%d" % remoteport)))
+        return env, deny
+
+    def connection(self, conn: socket.socket, remote_address) -> int:
+        """The child: set up, then run the program; its exit code."""
+        env, deny = self.setup(conn, remote_address)
+        if deny:
+            return EXIT_DENY
+        try:
+            os.dup2(conn.fileno(), 0)
+            os.dup2(0, 1)
+        except OSError as e:
+            raise Fatal(DROP + b"unable to set up descriptors: " + errors.error_str(e)) from None
+        conn.close()
+        if self.module is None:    # the exec closes the rest (Python's fds are close-on-exec)
+            return self.execute(env)
+        return self.in_process(env)
+
+    def execute(self, env: dict[bytes, bytes]) -> int:
+        """pathexec(): the program with the signal state after tcpserver's
+        sig_uncatch()es and an exec (no handlers, nothing ignored)."""
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        program = self.o.program
+        try:
+            os.execvpe(program[0], program, env)
+        except OSError as e:
+            raise Fatal(DROP + b"unable to run %s: %s" % (program[0], errors.error_str(e))) from None
+        return 111
+
+    def in_process(self, env: dict[bytes, bytes]) -> int:
+        """What exec'ing the wrapper QMAIL_HOME/bin/NAME would do, without the exec:
+        the same argv, environment and fds, the signal state a new interpreter
+        starts with (the listener's: SIGPIPE and SIGXFSZ ignored, SIGINT raising
+        KeyboardInterrupt), then main()."""
+        argv = self.o.program
+        proctitle.rename(self.lib, argv)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # a new interpreter would change its environment again as ours did at
+        # start (PEP 538 sets LC_CTYPE=C.UTF-8 in the C locale)
+        env = dict(env)
+        for name, value in self.startup.items():
+            if env.get(name) == self.env.get(name):
+                if value is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = value
+        os.environb.clear()
+        os.environb.update(env)
+        sys.argv = [os.fsdecode(a) for a in argv]
+        code = 0
+        try:
+            self.module.main()
+        except SystemExit as e:
+            code = exit_status(e.code)
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+            code = 1
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        return code
+
+
+def exit_status(code) -> int:
+    """The interpreter's handling of SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write("%s\n" % (code,))
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+# --- the listener -----------------------------------------------------------------
+
+def in_process_module(program: bytes):
+    """The module behind program when it is this installation's wrapper for a
+    pyqmail program (the same script as ours but for the module line), else None."""
+    name = os.path.basename(program)
+    home_bin = os.path.join(auto.QMAIL_HOME, b"bin")
+    if b"/" not in program or not name:
+        return None
+    if os.path.realpath(program) != os.path.realpath(os.path.join(home_bin, name)):
+        return None
+    own_path = os.fsencode(sys.argv[0]) if sys.argv and sys.argv[0] else b""
+    try:
+        with open(program, "rb") as f:
+            data = f.read(4096)
+        with open(own_path, "rb") as f:
+            own = f.read(4096)
+    except OSError:
+        return None
+    own_line = WRAPPER_LINE % __name__.rpartition(".")[2].encode("ascii")
+    for line in data.split(b"\n"):
+        if line.startswith(b"from pyqmail.") and line.endswith(b" import main"):
+            module = line[len(b"from pyqmail."):-len(b" import main")]
+            if module.replace(b"_", b"").isalnum() and module.isascii() and own_line in own \
+                    and own.replace(own_line, WRAPPER_LINE % module) == data:
+                import importlib
+                try:
+                    return importlib.import_module("pyqmail." + module.decode("ascii"))
+                except ImportError:
+                    return None
+    return None
+
+
+def local_address(host: bytes) -> tuple[int, str]:
+    """The family and address to bind: host 0 is every IPv6 and IPv4 address."""
+    if host in (b"", b"0"):
+        if socket.has_ipv6:
+            try:
+                socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+                return socket.AF_INET6, "::"
+            except OSError:
+                pass
+        return socket.AF_INET, "0.0.0.0"
+    text = host.decode("ascii", "replace")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return family, text
+        except OSError:
+            pass
+    try:
+        found = socket.getaddrinfo(text, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        found = []
+    if not found:
+        raise Fatal(FATAL + b"no IP address for " + host)
+    family, _, _, _, sockaddr = found[0]
+    return family, sockaddr[0]
+
+
+def port_number(port: bytes) -> int:
+    value, digits = scan_ulong(port)
+    if digits == len(port):
+        return value & 0xFFFF
+    try:
+        return socket.getservbyname(port.decode("ascii"), "tcp")
+    except (OSError, UnicodeError):
+        raise Fatal(FATAL + b"unable to figure out port number for " + port) from None
+
+
+def bind(o: Options) -> socket.socket:
+    """The listening socket, bound with SO_REUSEADDR as socket_bind4_reuse()."""
+    family, host = local_address(o.host)
+    port = port_number(o.port)
+    try:
+        s = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise Fatal(FATAL + b"unable to create socket: " + errors.error_str(e)) from None
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6 and host == "::":
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        raise Fatal(FATAL + b"unable to bind: " + errors.error_str(e)) from None
+    try:
+        s.listen(o.backlog)
+    except OSError as e:
+        raise Fatal(FATAL + b"unable to listen: " + errors.error_str(e)) from None
+    s.setblocking(False)
+    return s
+
+
+def drop(o: Options) -> None:
+    """prot_gid(gid) if gid, then prot_uid(uid) if uid: before the first accept."""
+    if not o.gid and not o.uid:
+        return
+    gid = o.gid if o.gid else os.getgid()
+    groups = [o.gid] if o.gid else os.getgroups()
+    try:
+        prot.drop(o.uid if o.uid else os.getuid(), gid, groups)
+    except OSError as e:
+        raise Fatal(FATAL + b"unable to set %s: %s" % (b"uid" if o.uid else b"gid",
+                                                       errors.error_str(e))) from None
+
+
+def child(listener: Listener, conn: socket.socket, remote_address, closing: list[int]) -> None:
+    """The forked child: never returns into the accept loop."""
+    code = 111
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for fd in closing:
+            os.close(fd)
+        code = listener.connection(conn, remote_address)
+    except Fatal as e:
+        listener.log(e.text, 1)
+        code = e.code
+    except BaseException:
+        listener.log(DROP + b"internal error", 1)
+        code = 111
+    finally:
+        os._exit(code)
+
+
+def serve(listener: Listener, s: socket.socket) -> int:
+    """The accept loop: a child per connection, at most -c at a time, until SIGTERM."""
+    o = listener.o
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    for sig in (signal.SIGCHLD, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    children = 0
+
+    def status():
+        listener.log(b"tcpserver: status: %d/%d" % (children, o.limit))
+
+    status()
+    while True:
+        waiting = [wake_r] + ([s] if children < o.limit else [])
+        try:
+            ready = select.select(waiting, [], [])[0]
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            try:
+                signals = os.read(wake_r, 512)
+            except BlockingIOError:
+                signals = b""
+            while True:
+                try:
+                    pid, wstat = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                listener.log(b"tcpserver: end %d status %d" % (pid, wstat))
+                if children:
+                    children -= 1
+                status()
+            if signal.SIGTERM in signals:
+                s.close()
+                return 0
+            continue
+        if s not in ready or children >= o.limit:
+            continue
+        try:
+            conn, remote_address = s.accept()
+        except OSError:
+            continue
+        conn.setblocking(True)
+        children += 1
+        status()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            listener.log(DROP + b"unable to fork: " + errors.error_str(e), 1)
+            children -= 1
+            status()
+            conn.close()
+            continue
+        if pid == 0:
+            child(listener, conn, remote_address, [s.detach(), wake_r, wake_w])
+        conn.close()
+
+
+def run(argv: list[bytes], env: dict[bytes, bytes],
+        interpreter_env: dict[bytes, bytes] | None = None) -> int:
+    """tcpserver(1) for qmail with env the caller's environment (interpreter_env:
+    ours after the interpreter's start); returns 0 after SIGTERM, 100/111 on failure."""
+    verbosity = 1
+    try:
+        o = parse_options(argv, env)
+        verbosity = o.verbosity
+        s = bind(o)
+        drop(o)
+        module = in_process_module(o.program[0])
+        lib = proctitle.libc() if module is not None else None
+        if o.localhost is None or o.remotehost:
+            # DNS is asked in the children: import it once, before the first fork
+            from pyqmail import qdns  # noqa: F401
+            import dns.rdatatype  # noqa: F401
+    except Fatal as e:
+        if verbosity:
+            errors.write_line(2, e.text)
+        return e.code
+    # tcpserver closes 0 and 1; /dev/null keeps the numbers from being reused
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0, inheritable=False)
+    os.dup2(devnull, 1, inheritable=False)
+    os.close(devnull)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    startup = {}
+    if interpreter_env is not None:
+        startup = {name: value for name, value in interpreter_env.items() if env.get(name) != value}
+        startup.update((name, None) for name in env if name not in interpreter_env)
+    return serve(Listener(o, env, module, lib, startup), s)
+
+
+def original_environment() -> dict[bytes, bytes]:
+    """The environment this process was started with, from /proc/self/environ:
+    an exec'd program gets the caller's environment, not the one the interpreter
+    changed at start."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return dict(os.environb)
+    env: dict[bytes, bytes] = {}
+    for entry in data.split(b"\0"):
+        name, eq, value = entry.partition(b"=")
+        if eq and name and name not in env:
+            env[name] = value
+    return env
+
+
+def main() -> None:
+    sys.exit(run([os.fsencode(a) for a in sys.argv], original_environment(), dict(os.environb)))
