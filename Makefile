@@ -11,6 +11,7 @@ DEPS := $(SRC)/build/deps
 VENV := $(SRC)/.venv
 # Debian packages the tests use (real peers and clients, never mocks).
 # dnsmasq-base and postfix (for smtp-sink) serve the remote-delivery tests,
+# postfix also the interop tests (a private instance on loopback, smtp-source),
 # ucspi-tcp, swaks and xinetd the SMTP tests, bsd-mailx and mutt the sendmail
 # tests, fetchmail the POP3 tests (pyqmail ships its own checkpassword: Debian
 # has no package of it), fastforward and dot-forward the alias tests;
