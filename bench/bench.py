@@ -186,11 +186,17 @@ class Sink:
         if len(files) != n:
             raise BenchError("sink: %d messages, expected %d" % (len(files), n))
         for name in {files[0], files[len(files) // 2], files[-1]}:
-            with open(os.path.join(self.dir, name), "rb") as f:
-                data = f.read()
-            # smtp-sink ends each dump with one more empty line
-            if not data.endswith(message + b"\n") or b"X-Rcpt-Args: <%s>" % rcpt.encode() not in data:
-                raise BenchError("sink: %s is not the message sent" % name)
+            # smtp-sink creates a dump when the session starts and ends it with
+            # one more empty line: a file may still be growing when counted
+            deadline = time.monotonic() + 10
+            while True:
+                with open(os.path.join(self.dir, name), "rb") as f:
+                    data = f.read()
+                if data.endswith(message + b"\n") and b"X-Rcpt-Args: <%s>" % rcpt.encode() in data:
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError("sink: %s is not the message sent" % name)
+                time.sleep(0.05)
 
     def empty(self) -> None:
         for name in os.listdir(self.dir):
