@@ -378,7 +378,10 @@ def test_rules_as_tcpserver_applies_them(home):
     status = files["127.0.0.1.status"]
     assert b"Uid:\t%d\t%d\t%d\t%d\n" % ((uid("qmaild"),) * 4) in status
     assert b"Groups:\t%d \n" % gid("nofiles") in status
-    assert b"SigIgn:\t0000000000000000\n" in status and b"SigBlk:\t0000000000000000\n" in status
+    # no standard signal ignored or blocked (what the caller's environment does
+    # with the real-time ones it passes on to both alike, as compared above)
+    fields = dict(line.split(b":\t") for line in status.split(b"\n") if line)
+    assert int(fields[b"SigIgn"], 16) & 0x7FFFFFFF == 0 and int(fields[b"SigBlk"], 16) & 0x7FFFFFFF == 0
 
 
 def proc_view(pid):
