@@ -20,8 +20,8 @@ default concurrencylocal is 10), in rounds alternating between the two paths:
 
 The user is found through users/cdb (qmail-newu), so both paths do the same
 in-process lookup and differ only in how qmail-local runs; --getpw leaves
-users/cdb out, so every delivery also execs bin/qmail-getpw, as on an
-installation without users/assign.  Each delivery must report `K`; the Maildir
+users/cdb out, so every delivery also asks qmail-getpw (qmail-lspawn keeps
+one resident), as on an installation without users/assign.  Each delivery must report `K`; the Maildir
 must hold every message.  Prints messages/s for both and their ratio.
 """
 import argparse
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4,
                         help="split the count into rounds, alternating the two paths")
     parser.add_argument("--getpw", action="store_true",
-                        help="no users/cdb: every delivery also execs bin/qmail-getpw")
+                        help="no users/cdb: every delivery also asks qmail-getpw (qmail-lspawn's resident one)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("lspawn_rate: run as root (qmail-lspawn becomes the user)")
@@ -216,7 +216,7 @@ def main() -> None:
 
         print("%d deliveries of %d bytes to one Maildir, concurrency %d, %d rounds, user lookup: %s"
               % (args.count, len(MESSAGE), args.concurrency, args.rounds,
-                 "qmail-getpw (exec'd)" if args.getpw else "users/cdb"))
+                 "qmail-getpw (resident)" if args.getpw else "users/cdb"))
         for label, seconds in results:
             print("  %-52s %7.2f s  %8.1f msg/s" % (label, seconds, args.count / seconds))
         print("  in-process / exec rate ratio: %.2f" % (results[1][1] / results[0][1]))
