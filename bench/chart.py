@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLOURS = {"pyqmail": "tab:blue", "postfix": "tab:orange"}
+COLOURS = {"pyqmail": "tab:blue", "pyqmail-fast": "tab:green", "postfix": "tab:orange"}
 
 
 def median_run(runs):

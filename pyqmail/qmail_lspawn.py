@@ -101,7 +101,7 @@ def nughde_from_cdb(local: bytes) -> bytes | None:
 GETPW_FD = 3  # the resident qmail-getpw's socket, in a delivery child
 
 
-def start_getpw() -> int:
+def start_getpw(lib) -> int:
     """Fork the resident qmail-getpw (uid qmailp): lookups without a process per
     delivery.  Returns qmail-lspawn's end of its socket, or -1 (then every
     lookup forks its own qmail-getpw, as before)."""
@@ -116,7 +116,7 @@ def start_getpw() -> int:
             ours.close()
             os.closerange(0, theirs.fileno())
             os.closerange(theirs.fileno() + 1, 65536)
-            spawn.set_comm(b"qmail-getpw")   # before the drop: then /proc/self is root's
+            proctitle.rename(lib, [b"qmail-getpw"])
             prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
             qmail_getpw.serve(theirs)
         finally:
@@ -150,7 +150,7 @@ def ask_getpw(local: bytes) -> bytes | None:
     return answer[1:]
 
 
-def nughde_from_getpw(local: bytes) -> bytes:
+def nughde_from_getpw(lib, local: bytes) -> bytes:
     """qmail-getpw LOCAL as qmailp/nofiles, and its answer: from the resident
     qmail-getpw, else a forked child (renamed qmail-getpw) running its code."""
     answer = ask_getpw(local)
@@ -165,7 +165,7 @@ def nughde_from_getpw(local: bytes) -> bytes:
         code = QLX_USAGE
         try:
             os.close(r)
-            spawn.set_comm(b"qmail-getpw")
+            proctitle.rename(lib, [b"qmail-getpw", local])
             prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
             code = QLX_SYS
             code = qmail_getpw.run([b"qmail-getpw", local], w)
@@ -215,7 +215,7 @@ def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipien
     try:
         nughde = nughde_from_cdb(local)
         if nughde is None:
-            nughde = nughde_from_getpw(local)
+            nughde = nughde_from_getpw(lib, local)
     except SystemExit as e:
         return e.code
     finally:
@@ -272,7 +272,8 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     except OSError:
         return 111
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    spawner = LocalSpawner(argv[1], env, start_getpw())
+    spawner = LocalSpawner(argv[1], env)
+    spawner.getpw_fd = start_getpw(spawner.lib)
     spawner.write(bytes((auto.SPAWN,)))
     return spawner.loop()
 

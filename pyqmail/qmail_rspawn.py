@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from pyqmail import auto, errors, qdns, qmail_remote, spawn, tcpto
+from pyqmail import auto, errors, proctitle, qdns, qmail_remote, spawn, tcpto
 
 READ_LIMIT = 1 << 20   # a child's output beyond this is read and dropped; qmail-remote
                        # writes at most a few kB, and qmail-send keeps only 10000 bytes
@@ -72,6 +72,7 @@ class RemoteSpawner(spawn.Spawner):
         super().__init__()
         self.env = env
         self.qmailremote = env.get(b"QMAILREMOTE") or None
+        self.lib = proctitle.libc()
 
     def child(self, message_fd, report_fd, sender, recipient, at) -> int:
         """qmail-remote HOST SENDER RECIPIENT in this process (renamed
@@ -84,7 +85,7 @@ class RemoteSpawner(spawn.Spawner):
                 os.execvp(self.qmailremote, [self.qmailremote] + argv[1:])
             except OSError as e:
                 return 111 if errors.is_temporary(e) else 100
-        spawn.set_comm(b"qmail-remote")
+        proctitle.rename(self.lib, argv)   # comm and argv[0]: qmail-remote
         return qmail_remote.run(argv, self.env, 0, 1)
 
     def report(self, wstat: int, output: bytes) -> bytes:

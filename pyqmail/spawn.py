@@ -33,16 +33,6 @@ ERR_FORK = b"Zqmail-spawn unable to fork. (#4.3.0)\n"
 FIELD_LIMIT = 1 << 20  # a command field this long is treated as qmail's out-of-memory
 
 
-def set_comm(name: bytes) -> None:
-    """Rename this process in /proc (comm), as INTERFACE.md §3 asks of a forked
-    child that runs another program's code."""
-    try:
-        with open("/proc/self/comm", "wb") as f:
-            f.write(name)
-    except OSError:
-        pass
-
-
 def into_child_fds(message_fd: int, report_fd: int, keep_fd: int = -1) -> None:
     """fd 0 = the message, fds 1 and 2 = the report pipe (and keep_fd, if any, as
     fd 3), nothing else open: other deliveries' pipes must reach EOF when their

@@ -225,7 +225,11 @@ def children(pid):
                     fields = f.read().rsplit(")", 1)[1].split()
                 if int(fields[1]) == pid:
                     with open("/proc/%s/comm" % entry) as f:
-                        out.append(f.read().strip())
+                        comm = f.read().strip()
+                    with open("/proc/%s/cmdline" % entry, "rb") as f:
+                        argv0 = f.read().split(b"\0", 1)[0]
+                    # INTERFACE.md §3: comm and argv[0] both name the program
+                    out.append(comm if argv0 == comm.encode() else (comm, argv0))
             except OSError:
                 pass
     return out
