@@ -54,7 +54,14 @@ if [ ! -e "$Q/rc" ]; then
 fi
 
 run=/run/pyqmail; mkdir -p "$run"
-if [ -s "$run/qmail-send.pid" ] && kill -0 "$(cat "$run/qmail-send.pid")" 2>/dev/null; then
+if [ -d /run/systemd/system ]; then
+  # systemd runs this machine: the qmail-start tree is its unit (log: journal)
+  sed "s|@QMAIL_HOME@|$Q|g" "$(dirname "$0")/../boot/systemd/pyqmail.service" \
+    > /etc/systemd/system/pyqmail.service
+  systemctl daemon-reload
+  systemctl enable --now pyqmail.service
+  send_out="journalctl -u pyqmail"
+elif [ -s "$run/qmail-send.pid" ] && kill -0 "$(cat "$run/qmail-send.pid")" 2>/dev/null; then
   echo "qmail-send is already running (pid $(cat "$run/qmail-send.pid"))"
 else
   setsid sh -c "exec \"$Q/rc\" >>$send_out 2>&1 </dev/null" >/dev/null 2>&1 </dev/null &

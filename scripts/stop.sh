@@ -16,4 +16,7 @@ stop() {  # name, what to signal
 stop smtpd -          # qmail-tcpsrv or tcpserver, as scripts/run.sh started it
 stop tcpserver -      # the pid file of older versions of run.sh
 stop pop3d -
+if [ -d /run/systemd/system ] && systemctl is-active --quiet pyqmail.service 2>/dev/null; then
+  systemctl stop pyqmail.service && echo "stopped qmail-send (systemd)"
+fi
 stop qmail-send ""
