@@ -202,6 +202,8 @@ def keep(qmail_home: bytes) -> int:
         errors.write_line(2, FATAL + b"unable to drop privileges: " + errors.error_str(e))
         return 111
     parent = os.getppid()
+    if parent == 1:
+        return 0  # qmail-send is gone already: nothing to serve for
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     while True:
