@@ -37,7 +37,7 @@ PDOMAIN = "postfix.bench"
 RELAY = "remote.bench"
 DEAD = "dead.bench"
 SENDER = "bench@sender.example"
-SCENARIOS = ("queue", "smtp", "inject", "relay", "startup", "memory", "silly")
+SCENARIOS = ("queue", "smtp", "inject", "local", "relay", "startup", "memory", "silly")
 IDLE_BUSY = 0.10       # a run starts once all other work uses < 10% of the machine
 BIG = 10 * 1024 * 1024
 
@@ -598,6 +598,45 @@ class Bench:
                                 ("postfix", self.inject_run("postfix", self.n, workers))])
         self.record("inject", "sendmail to Maildir/new: %d messages, %d concurrent (higher is better)"
                     % (self.n, workers), "msg/s", runs, [("pyqmail", "postfix")], messages=self.n,
+                    verified=True)
+
+    # -- issue 5's burst: one long-running client queueing local mail
+
+    def burst_run(self, n: int):
+        """pyqmail: n messages queued through the queue service by one client
+        (qmail.Qmail, the code qmail-smtpd and qmail-inject queue with), until
+        the last is in Maildir/new."""
+        box = self.qbox
+        home = self.pyqmail.home.encode()
+
+        def run():
+            box.empty()
+            t0 = time.monotonic()
+            for _ in range(n):
+                qq = qmail.Qmail(home, {})
+                qq.open()
+                qq.put(self.message)
+                qq.from_(SENDER.encode())
+                qq.to(box.address.encode())
+                result = qq.close()
+                if result:
+                    raise BenchError("queue service: %s" % result.decode(errors="replace"))
+            seconds, timeline = wait_count(box.count, n, t0, max(300, n / 2))
+            box.verify(n, self.message)
+            self.drained("pyqmail")
+            box.empty()
+            return n / seconds, {"seconds": round(seconds, 3), "count": n, "timeline": timeline}
+        return run
+
+    def scenario_local(self) -> None:
+        self.start_mtas()
+        self.say("local burst: %d messages from one client to Maildir/new" % self.n)
+        runs = self.interleave([("pyqmail queue service", self.burst_run(self.n)),
+                                ("postfix one SMTP session", self.smtp_run("postfix", self.n, 1, True))])
+        self.record("local", "one client queues %d local messages, until the last is in Maildir/new "
+                    "(higher is better): pyqmail through its queue service, Postfix over one "
+                    "SMTP session (smtp-source -s 1 -d)" % self.n, "msg/s", runs,
+                    [("pyqmail queue service", "postfix one SMTP session")], messages=self.n,
                     verified=True)
 
     # -- scenario 3: relay to smtp-sink

@@ -51,10 +51,10 @@ def test_quick_bench_counts_every_message(out):
     assert run["python"] == "/usr/bin/python3" and run["quick"] and run["rounds"] == 1
     assert run["filesystem"] and run["cores"] == os.cpu_count()
     scenarios = {s["scenario"]: s for s in results["scenarios"]}
-    assert set(scenarios) == {"queue", "smtp-s10", "smtp-s1", "smtp-s10-d", "inject", "relay",
-                              "startup", "memory", "silly"}
+    assert set(scenarios) == {"queue", "smtp-s10", "smtp-s1", "smtp-s10-d", "inject", "local",
+                              "relay", "startup", "memory", "silly"}
     counted = {"queue": MESSAGES, "smtp-s10": MESSAGES, "smtp-s1": MESSAGES, "smtp-s10-d": MESSAGES,
-               "inject": MESSAGES, "relay": MESSAGES // 2}
+               "inject": MESSAGES, "local": MESSAGES, "relay": MESSAGES // 2}
     for key, n in counted.items():
         s = scenarios[key]
         assert s["verified"] is True and s["messages"] == n, key
@@ -68,6 +68,7 @@ def test_quick_bench_counts_every_message(out):
             assert detail["timeline"][-1][1] == (MESSAGES // 2 if key == "relay" else MESSAGES)
     assert set(scenarios["queue"]["figures"]) == {"pyqmail service", "pyqmail qmail-queue",
                                                   "floor fsync", "floor no fsync"}
+    assert set(scenarios["local"]["figures"]) == {"pyqmail queue service", "postfix one SMTP session"}
     assert set(scenarios["startup"]["figures"]) == {"pyqmail qmail-smtpd", "postfix smtpd",
                                                     "python3 -I -S -c pass"}
     assert all(f["median"] > 0 for f in scenarios["memory"]["figures"].values())

@@ -94,6 +94,27 @@ def test_split_rules(send):
                    b"ann@other.test": 1, b"x@except.fax": 1}
 
 
+
+def test_sighup_rereads_locals_and_virtualdomains(send):
+    """SIGHUP: a domain added to locals and a new virtualdomains entry take
+    effect for the next message; before it, the old files still rule."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"s@x", [b"ann@new.test"])
+    slot, path, sender, rcpt = send.command(1)
+    assert rcpt == b"ann@new.test"
+    send.report(1, slot, b"K", b"r\0Kok\n")
+    configure(send.home, locals="host.example.com\nnew.test", virtualdomains="virt2.test:bob")
+    os.kill(send.pid, 1)
+    time.sleep(0.5)  # qmail-send handles the flag in its main loop; a message queued now sees it
+    inject(send.home, b"s@x", [b"ann@new.test", b"info@virt2.test", b"info@virt.test"])
+    got = {}
+    for channel, count in ((0, 2), (1, 1)):
+        for _ in range(count):
+            slot, path, sender, rcpt = send.command(channel)
+            got[rcpt] = channel
+            send.report(channel, slot, b"K", b"r\0Kok\n" if channel else b"ok\n")
+    assert got == {b"ann@new.test": 0, b"bob-info@virt2.test": 0, b"info@virt.test": 1}
+
 def test_failure_makes_exact_bounce(send):
     send.read_log_until(rb"^status: local 0/10")
     inject(send.home, b"joe@remote.example", [b"nosuch@host.example.com"], b"Subject: orig\n\nbody\n")
