@@ -87,6 +87,21 @@ def test_new_record_takes_a_free_slot_then_the_oldest(table_dir):
     assert table(table_dir)[16:] == full[16:]
 
 
+def test_times_are_unsigned(table_dir):
+    # datetime_sec is unsigned: a last timeout ahead of the clock is not recent
+    t = tcpto.Table(tcpto.TCPTO, os.fsencode(table_dir))
+    put(table_dir, record(IP, 2, int(time.time()) + 1000))
+    assert not t.down(IP, pid=0)
+    # time + 1024 * count wraps for a (corrupt) negative count: never the least
+    now = int(time.time())
+    full = [record(bytes((10, 0, 0, i)), 1, now - 10000 + i) for i in range(64)]
+    full[3] = record(b"\3\3\3\3", 0xFF, 0)
+    put(table_dir, b"".join(full))
+    t.err(b"\2\2\2\2", True)
+    buf = table(table_dir)
+    assert buf[:5] == b"\2\2\2\2\1" and buf[48:64] == full[3]
+
+
 def test_ipv6_table_layout(table_dir):
     ip6 = socket.inet_pton(socket.AF_INET6, "2001:db8::25")
     t = tcpto.Table(tcpto.TCPTO6, os.fsencode(table_dir))
