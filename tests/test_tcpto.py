@@ -151,6 +151,11 @@ def test_qmail_tcpto_prints_and_qmail_tcpok_clears(home):
     assert lines[1].startswith(b"4.3.2.1 timed out ") and lines[1].endswith(b"timeouts: 1")
     assert lines[2].startswith(b"2001:db8::25 timed out ") and lines[2].endswith(b"timeouts: 2")
     assert lines[3:] == [b""]
+    # a failed write of the report goes unnoticed, as qmail's die(0)
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([os.path.join(home, "bin", "qmail-tcpto")], stdout=full,
+                              user=uid("qmailr"), group="qmail", extra_groups=[])
+    assert done.returncode == 0
     done = run(home, "qmail-tcpok")
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
     assert table(home) == b"\0" * 1024 and table(home, "tcpto6") == b"\0" * 1024
