@@ -5,11 +5,12 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import install, need_root, public_tmpdir, uid
+from conftest import SRC, install, need_root, public_tmpdir, uid
 from remote_peers import DROP, Dnsmasq, Peer, ServFail, SmtpSink
 from pyqmail import ipme as qdns_ipme
 from pyqmail import qdns
@@ -200,6 +201,25 @@ def test_literals():
         (socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "2001:db8::1"))
     assert qdns.literal(b"1.2.3") is None
     assert qdns.literal(b"example.org") is None
+
+
+def test_ipme_counts_interfaces_that_are_up():
+    # ipme.c: SIOCGIFFLAGS, IFF_UP; tried in a network namespace of our own,
+    # whose loopback starts down
+    need_root()
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from pyqmail import ipme\n"
+              "print(' '.join(ipme.ipv4() + ipme.ipv6()))\n" % SRC)
+    shell = ("ip addr add 192.0.2.7/24 dev lo && ip -6 addr add fd00::7/128 dev lo && "
+             "%s -c \"$1\" && ip link set lo up && %s -c \"$1\"" % (sys.executable, sys.executable))
+    done = subprocess.run(["unshare", "-n", "sh", "-c", shell, "sh", script],
+                          capture_output=True)
+    if done.returncode != 0 and b"unshare" in done.stderr:
+        pytest.skip("no network namespaces here")
+    assert done.returncode == 0, done.stderr
+    down, up = (set(line.split()) for line in done.stdout.decode().splitlines())
+    assert "192.0.2.7" not in down and "fd00::7" not in down
+    assert "192.0.2.7" in up and "fd00::7" in up
 
 
 # -- the program ---------------------------------------------------------------
