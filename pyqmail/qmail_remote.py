@@ -118,11 +118,11 @@ def find_route(routes: dict[bytes, bytes], host: bytes) -> tuple[bytes, int] | N
     if not relay:
         return None
     port = PORT_SMTP
-    if relay.startswith(b"[") and b"]" in relay:
+    end = relay.find(b"]") + 1
+    if relay.startswith(b"[") and end and relay[end:end + 1] in (b"", b":"):
         # pyqmail: `[IPv6:...]` holds colons; the port follows the bracket
-        end = relay.index(b"]") + 1
         relay, rest = relay[:end], relay[end:]
-        if rest.startswith(b":"):
+        if rest:
             port = scan_port(rest[1:])
         return relay, port
     relay, colon, rest = relay.partition(b":")

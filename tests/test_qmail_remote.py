@@ -170,6 +170,9 @@ def test_smtproutes_lookup_order():
     assert find(routes, b"other.org") == (b"def", 26)
     assert find(routes, b"empty.c") is None            # empty value: MX, search stops
     assert find(routes, b"v6.c") == (b"[IPv6:::1]", 2526)
+    assert find({b"x": b"[1.2.3.4]"}, b"x") == (b"[1.2.3.4]", 25)
+    # text after the bracket that is no port: qmail's first-colon split
+    assert find({b"x": b"[r]s:2525"}, b"x") == (b"[r]s", 2525)
     assert find({b"x": b"r:70000"}, b"x") == (b"r", 70000 % 65536)
     assert find({}, b"x") is None
 
