@@ -381,6 +381,21 @@ def test_timeoutremote(home, peer):
     assert time.monotonic() - start < 4.5
 
 
+def test_timeouts_are_c_ints(home, peer):
+    # control_readint() stores the number in an int: 4294967295 is -1, and
+    # select() refuses a negative wait, so every read dies at once
+    assert [remote_module.c_int(v) for v in (1200, 4294967295, 2 ** 31, 2 ** 32 + 5)] == \
+        [1200, -1, -2 ** 31, 5]
+    p = peer()
+    route(home, p)
+    write_control(home, "timeoutremote", "4294967295\n")
+    out = qmail_remote(home, ["peer.test", "a@x.test", "b@peer.test"])
+    assert out == b"ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
+    # far beyond a C int (negative once cut to 32 bits): no internal error
+    write_control(home, "timeoutremote", "99999999999999999999999\n")
+    assert qmail_remote(home, ["peer.test", "a@x.test", "b@peer.test"]) == out
+
+
 def read_tcpto(home, name="tcpto"):
     with open(os.path.join(home, "queue/lock", name), "rb") as f:
         return f.read()
