@@ -6,12 +6,25 @@ for programs exec'd once per connection (qmail-smtpd); the socket modules are
 imported only by the functions that use them.
 """
 SIOCGIFCONF = 0x8912
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
 IFREQ_SIZE = 40  # struct ifreq on 64-bit Linux
 FIB_TRIE = "/proc/net/fib_trie"
 
 
+def is_up(sock, name: bytes) -> bool:
+    """ipme.c's SIOCGIFFLAGS test: the interface exists and is up."""
+    import fcntl
+    import struct
+    try:
+        ifreq = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack("16s24x", name[:15]))
+    except OSError:
+        return False
+    return bool(struct.unpack_from("H", ifreq, 16)[0] & IFF_UP)
+
+
 def ipv4() -> list[str]:
-    """Every IPv4 address configured on an interface, 127.0.0.1 first."""
+    """Every IPv4 address of an interface that is up, 127.0.0.1 first."""
     import array
     import fcntl
     import socket
@@ -26,11 +39,11 @@ def ipv4() -> list[str]:
             if used < size:
                 break
             size *= 2
-    data = buf.tobytes()[:used]
-    for i in range(0, used, IFREQ_SIZE):
-        ip = socket.inet_ntoa(data[i + 20:i + 24])
-        if ip not in out:
-            out.append(ip)
+        data = buf.tobytes()[:used]
+        for i in range(0, used, IFREQ_SIZE):
+            ip = socket.inet_ntoa(data[i + 20:i + 24])
+            if ip not in out and is_up(s, data[i:i + 16].split(b"\0", 1)[0]):
+                out.append(ip)
     return out
 
 
@@ -54,7 +67,7 @@ def ipv4_fast() -> list[str]:
 
 
 def ipv6() -> list[str]:
-    """Every IPv6 address configured on an interface, ::1 first."""
+    """Every IPv6 address of an interface that is up, ::1 first."""
     import socket
     out = ["::1"]
     try:
@@ -62,11 +75,12 @@ def ipv6() -> list[str]:
             lines = f.read().split(b"\n")
     except OSError:
         return out
-    for line in lines:
-        fields = line.split()
-        if not fields or len(fields[0]) != 32:
-            continue
-        ip = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0].decode()))
-        if ip not in out:
-            out.append(ip)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 6 or len(fields[0]) != 32:
+                continue
+            ip = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0].decode()))
+            if ip not in out and is_up(s, fields[5]):
+                out.append(ip)
     return out

@@ -85,6 +85,11 @@ def addrmangle(address: bytes) -> bytes:
     return box + b"@" + domain
 
 
+def c_int(value: int) -> int:
+    """control_readint()'s `*i = u`: the unsigned long as a 32-bit C int."""
+    return ((value % (1 << 32)) ^ (1 << 31)) - (1 << 31)
+
+
 class Controls:
     """The control files qmail-remote reads (§4)."""
 
@@ -92,8 +97,8 @@ class Controls:
         try:
             control = Control(qmail_home)
             control.me   # control_init()
-            self.timeout = control.int(b"timeoutremote", 1200)
-            self.timeoutconnect = control.int(b"timeoutconnect", 60)
+            self.timeout = c_int(control.int(b"timeoutremote", 1200))
+            self.timeoutconnect = c_int(control.int(b"timeoutconnect", 60))
             self.helohost = control.line(b"helohost", None, use_me=True)
             routes = control.list(b"smtproutes")
         except ControlError:
@@ -118,11 +123,11 @@ def find_route(routes: dict[bytes, bytes], host: bytes) -> tuple[bytes, int] | N
     if not relay:
         return None
     port = PORT_SMTP
-    if relay.startswith(b"[") and b"]" in relay:
+    end = relay.find(b"]") + 1
+    if relay.startswith(b"[") and end and relay[end:end + 1] in (b"", b":"):
         # pyqmail: `[IPv6:...]` holds colons; the port follows the bracket
-        end = relay.index(b"]") + 1
         relay, rest = relay[:end], relay[end:]
-        if rest.startswith(b":"):
+        if rest:
             port = scan_port(rest[1:])
         return relay, port
     relay, colon, rest = relay.partition(b":")
@@ -203,7 +208,8 @@ class Smtp:
         self.buf = b""
         self.critical = False
         self.text = b""
-        sock.settimeout(timeout)
+        if timeout >= 0:
+            sock.settimeout(timeout)
 
     def dropped(self) -> Temporary:
         return Temporary(b"Connected to %s but connection died. %s(#4.4.2)\n"
@@ -211,6 +217,8 @@ class Smtp:
 
     def send(self, data: bytes) -> None:
         """timeoutwrite() of every byte; the connection died on failure."""
+        if self.timeout < 0:
+            raise self.dropped()   # select() refuses a negative wait: EINVAL
         view = memoryview(data)
         try:
             while view:
@@ -228,6 +236,8 @@ class Smtp:
                 if parser.done:
                     self.text = bytes(parser.text)
                     return parser.code
+            if self.timeout < 0:
+                raise self.dropped()   # select() refuses a negative wait: EINVAL
             try:
                 self.buf = self.sock.recv(128)
             except OSError:
@@ -397,8 +407,18 @@ def connect(family: int, ip: bytes, port: int, timeout: int) -> tuple[socket.soc
         if family == socket.AF_INET6 and e.errno == errno.EAFNOSUPPORT:
             return None, False   # no IPv6 here: as if unreachable
         raise Temporary(ERR_OSERR) from None
-    sock.settimeout(timeout)
     address = socket.inet_ntop(family, ip)
+    if timeout < 0:
+        # connect() in progress, then select() fails with EINVAL: no timeout
+        sock.setblocking(False)
+        try:
+            sock.connect((address, port))
+        except OSError:
+            sock.close()
+            return None, False
+        sock.setblocking(True)
+        return sock, False
+    sock.settimeout(timeout)
     try:
         sock.connect((address, port))
     except (TimeoutError, BlockingIOError):

@@ -14,6 +14,7 @@ import socket
 import time
 
 SIZE = 1024
+ULONG = 1 << 64    # qmail's datetime_sec, an unsigned long
 
 
 class Layout:
@@ -120,7 +121,8 @@ class Table:
         if signed(buf[off + self.lay.count]) >= 2:
             when = get_when(buf, off + self.lay.when)
             pid = os.getpid() if pid is None else pid
-            if now() - when < (60 + (pid & 31)) << 6:
+            # datetime_sec is unsigned: a time ahead of the clock never skips
+            if (now() - when) % ULONG < (60 + (pid & 31)) << 6:
                 return True
         return False
 
@@ -164,7 +166,7 @@ class Table:
             firstwhen = 0
             for k in range(n):
                 off = k * size
-                when = get_when(buf, off + whenoff) + (signed(buf[off + count]) << 10)
+                when = (get_when(buf, off + whenoff) + (signed(buf[off + count]) << 10)) % ULONG
                 if i < 0 or when < firstwhen:
                     i, firstwhen = k, when
         off = i * size

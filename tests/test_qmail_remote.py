@@ -5,11 +5,12 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import install, need_root, public_tmpdir, uid
+from conftest import SRC, install, need_root, public_tmpdir, uid
 from remote_peers import DROP, Dnsmasq, Peer, ServFail, SmtpSink
 from pyqmail import ipme as qdns_ipme
 from pyqmail import qdns
@@ -169,6 +170,9 @@ def test_smtproutes_lookup_order():
     assert find(routes, b"other.org") == (b"def", 26)
     assert find(routes, b"empty.c") is None            # empty value: MX, search stops
     assert find(routes, b"v6.c") == (b"[IPv6:::1]", 2526)
+    assert find({b"x": b"[1.2.3.4]"}, b"x") == (b"[1.2.3.4]", 25)
+    # text after the bracket that is no port: qmail's first-colon split
+    assert find({b"x": b"[r]s:2525"}, b"x") == (b"[r]s", 2525)
     assert find({b"x": b"r:70000"}, b"x") == (b"r", 70000 % 65536)
     assert find({}, b"x") is None
 
@@ -200,6 +204,25 @@ def test_literals():
         (socket.AF_INET6, socket.inet_pton(socket.AF_INET6, "2001:db8::1"))
     assert qdns.literal(b"1.2.3") is None
     assert qdns.literal(b"example.org") is None
+
+
+def test_ipme_counts_interfaces_that_are_up():
+    # ipme.c: SIOCGIFFLAGS, IFF_UP; tried in a network namespace of our own,
+    # whose loopback starts down
+    need_root()
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from pyqmail import ipme\n"
+              "print(' '.join(ipme.ipv4() + ipme.ipv6()))\n" % SRC)
+    shell = ("ip addr add 192.0.2.7/24 dev lo && ip -6 addr add fd00::7/128 dev lo && "
+             "%s -c \"$1\" && ip link set lo up && %s -c \"$1\"" % (sys.executable, sys.executable))
+    done = subprocess.run(["unshare", "-n", "sh", "-c", shell, "sh", script],
+                          capture_output=True)
+    if done.returncode != 0 and b"unshare" in done.stderr:
+        pytest.skip("no network namespaces here")
+    assert done.returncode == 0, done.stderr
+    down, up = (set(line.split()) for line in done.stdout.decode().splitlines())
+    assert "192.0.2.7" not in down and "fd00::7" not in down
+    assert "192.0.2.7" in up and "fd00::7" in up
 
 
 # -- the program ---------------------------------------------------------------
@@ -356,6 +379,21 @@ def test_timeoutremote(home, peer):
     out = qmail_remote(home, ["peer.test", "a@x.test", "b@peer.test"])
     assert out == b"ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
     assert time.monotonic() - start < 4.5
+
+
+def test_timeouts_are_c_ints(home, peer):
+    # control_readint() stores the number in an int: 4294967295 is -1, and
+    # select() refuses a negative wait, so every read dies at once
+    assert [remote_module.c_int(v) for v in (1200, 4294967295, 2 ** 31, 2 ** 32 + 5)] == \
+        [1200, -1, -2 ** 31, 5]
+    p = peer()
+    route(home, p)
+    write_control(home, "timeoutremote", "4294967295\n")
+    out = qmail_remote(home, ["peer.test", "a@x.test", "b@peer.test"])
+    assert out == b"ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
+    # far beyond a C int (negative once cut to 32 bits): no internal error
+    write_control(home, "timeoutremote", "99999999999999999999999\n")
+    assert qmail_remote(home, ["peer.test", "a@x.test", "b@peer.test"]) == out
 
 
 def read_tcpto(home, name="tcpto"):

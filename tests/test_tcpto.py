@@ -87,6 +87,21 @@ def test_new_record_takes_a_free_slot_then_the_oldest(table_dir):
     assert table(table_dir)[16:] == full[16:]
 
 
+def test_times_are_unsigned(table_dir):
+    # datetime_sec is unsigned: a last timeout ahead of the clock is not recent
+    t = tcpto.Table(tcpto.TCPTO, os.fsencode(table_dir))
+    put(table_dir, record(IP, 2, int(time.time()) + 1000))
+    assert not t.down(IP, pid=0)
+    # time + 1024 * count wraps for a (corrupt) negative count: never the least
+    now = int(time.time())
+    full = [record(bytes((10, 0, 0, i)), 1, now - 10000 + i) for i in range(64)]
+    full[3] = record(b"\3\3\3\3", 0xFF, 0)
+    put(table_dir, b"".join(full))
+    t.err(b"\2\2\2\2", True)
+    buf = table(table_dir)
+    assert buf[:5] == b"\2\2\2\2\1" and buf[48:64] == full[3]
+
+
 def test_ipv6_table_layout(table_dir):
     ip6 = socket.inet_pton(socket.AF_INET6, "2001:db8::25")
     t = tcpto.Table(tcpto.TCPTO6, os.fsencode(table_dir))
@@ -136,6 +151,11 @@ def test_qmail_tcpto_prints_and_qmail_tcpok_clears(home):
     assert lines[1].startswith(b"4.3.2.1 timed out ") and lines[1].endswith(b"timeouts: 1")
     assert lines[2].startswith(b"2001:db8::25 timed out ") and lines[2].endswith(b"timeouts: 2")
     assert lines[3:] == [b""]
+    # a failed write of the report goes unnoticed, as qmail's die(0)
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([os.path.join(home, "bin", "qmail-tcpto")], stdout=full,
+                              user=uid("qmailr"), group="qmail", extra_groups=[])
+    assert done.returncode == 0
     done = run(home, "qmail-tcpok")
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
     assert table(home) == b"\0" * 1024 and table(home, "tcpto6") == b"\0" * 1024
