@@ -78,8 +78,8 @@ def run(env: dict[bytes, bytes], rounds: int | None = None) -> int:
         maildir.clean_tmp()
         try:
             found = maildir.scan((b"new",))
-        except OSError as e:
-            errors.write_line(2, FATAL + b"unable to scan $MAILDIR/new: %s" % errors.error_str(e))
+        except maildir.ScanError as e:
+            errors.write_line(2, FATAL + e.text)
             return 111
         messages = []
         for _, path in found:

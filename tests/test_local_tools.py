@@ -68,6 +68,34 @@ def test_maildir2mbox(qmail_home, tmp_path):
         111, b"", b"maildir2mbox: fatal: MAILDIR not set\n")
 
 
+def test_maildir2mbox_relative_mail_is_in_maildir(qmail_home, tmp_path):
+    """qmail chdirs to $MAILDIR first: a relative MAIL/MAILTMP is a file there."""
+    md = str(tmp_path / "md")
+    tool(qmail_home, "maildirmake", md)
+    make_maildir_message(md, "1.1.h", b"Return-Path: <a@x>\n\nbody\n")
+    env = {"MAILDIR": md, "MAIL": "mbox", "MAILTMP": "mbox.tmp"}
+    assert tool(qmail_home, "maildir2mbox", env=env, cwd=str(tmp_path)) == (0, b"", b"")
+    assert not os.path.exists(tmp_path / "mbox")
+    with open(os.path.join(md, "mbox"), "rb") as f:
+        assert re.fullmatch(rb"From a@x .*\nReturn-Path: <a@x>\n\nbody\n\n", f.read())
+
+
+def test_maildir2mbox_scan_error_and_tmp_cleaning(qmail_home, tmp_path):
+    md = str(tmp_path / "md")
+    tool(qmail_home, "maildirmake", md)
+    old = time.time() - 200000
+    for name in ("stale", ".dotfile"):
+        path = os.path.join(md, "tmp", name)
+        open(path, "wb").close()
+        os.utime(path, (old, old))
+    os.rmdir(os.path.join(md, "cur"))
+    env = {"MAILDIR": md, "MAIL": str(tmp_path / "mbox"), "MAILTMP": str(tmp_path / "mbox.tmp")}
+    assert tool(qmail_home, "maildir2mbox", env=env) == (
+        111, b"", b"maildir2mbox: fatal: unable to scan $MAILDIR/cur: file does not exist\n")
+    # maildir_clean() skips dot files, as the readers do
+    assert os.listdir(os.path.join(md, "tmp")) == [".dotfile"]
+
+
 def test_maildirwatch_first_screen(qmail_home, tmp_path):
     md = str(tmp_path / "md")
     tool(qmail_home, "maildirmake", md)
