@@ -24,7 +24,10 @@ def run_child(argv: list[bytes]) -> int:
         code = 100
         try:
             import signal
+            # Python ignores both at start-up; the program gets them as the
+            # shell that ran us had them
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
             os.execvp(argv[0], argv)
         except OSError as e:
             code = 111 if errors.is_temporary(e) else 100

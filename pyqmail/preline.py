@@ -47,6 +47,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
                 errors.write_line(2, FATAL + b"unable to set up fds: " + errors.error_str(e))
                 os._exit(111)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignored it at start-up
             try:
                 os.execvp(rest[0], rest)
             except OSError as e:

@@ -4,6 +4,7 @@ condredirect, bouncesaying, except, preline, qreceipt (spec/admin-tools.md
 import mailbox
 import os
 import re
+import signal
 import stat
 import subprocess
 import time
@@ -180,6 +181,23 @@ def test_preline(qmail_home):
         100, b"", b"preline: illegal option -- x\npreline: usage: preline cmd [ arg ... ]\n")
     assert tool(qmail_home, "preline", "cat", env={"PATH": "/bin"}) == (
         100, b"", b"preline: usage: preline cmd [ arg ... ]\n")
+
+
+def ignored_signals(text: bytes) -> int:
+    return int(re.search(rb"SigIgn:\s*([0-9a-f]+)", text).group(1), 16)
+
+
+def test_helpers_run_programs_with_default_signals(qmail_home):
+    """qmail's helpers pass SIGPIPE and SIGXFSZ on as they got them (default
+    under qmail-local), although Python ignores both at start-up."""
+    env = {"PATH": "/usr/bin:/bin", "UFLINE": "From s@x Mon Jan 01 00:00:00 2024\n",
+           "RPLINE": "Return-Path: <s@x>\n", "DTLINE": "Delivered-To: me@h\n"}
+    show = "cat >/dev/null; grep ^SigIgn /proc/self/status; exit 1"
+    mask = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
+    for args in (("preline", "sh", "-c", show), ("except", "sh", "-c", show),
+                 ("bouncesaying", "x", "sh", "-c", show)):
+        code, out, _ = tool(qmail_home, *args, env=env)
+        assert ignored_signals(out) & mask == 0, args
 
 
 def test_qreceipt(qmail_home, capture, tmp_path):
