@@ -218,3 +218,15 @@ def test_qreceipt(qmail_home, capture, tmp_path):
                 stdin=b"Notice-Requested-Upon-Delivery-To: <me@h\n\n") == (
         100, b"", b"qreceipt: fatal: unable to parse this: Notice-Requested-Upon-Delivery-To: <me@h\n")
     assert tool(qmail_home, "qreceipt", "me@h") == (100, b"", b"qreceipt: usage: qreceipt deliveryaddress\n")
+
+
+def test_qreceipt_header_ends_at_a_non_field_line(qmail_home, capture, tmp_path):
+    """headerbody(): a line that is no field ends the header, so a request
+    below it is body text and gets no notice."""
+    env = {"QMAILQUEUE": capture, "SENDER": "s@x"}
+    msg = b"Subject: s\nnot a field\nNotice-Requested-Upon-Delivery-To: me@h\n\nbody\n"
+    assert tool(qmail_home, "qreceipt", "me@h", env=env, stdin=msg) == (0, b"", b"")
+    assert not (tmp_path / "env").exists()
+    msg = b"From s@x Mon Jan 01 00:00:00 2024\nNotice-Requested-Upon-Delivery-To: me@h\n\nbody\n"
+    assert tool(qmail_home, "qreceipt", "me@h", env=env, stdin=msg) == (0, b"", b"")
+    assert (tmp_path / "env").read_bytes() == b"F\0Ts@x\0\0"
