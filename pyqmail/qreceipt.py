@@ -112,12 +112,16 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     target = argv[1]
     sender = env[b"SENDER"]
     try:
-        data = b""
-        while b"\n\n" not in data:
+        data = bytearray()  # the header is all we need; linear however long
+        while True:
             chunk = os.read(0, 65536)
             if not chunk:
                 break
+            scanned = max(len(data) - 1, 0)
             data += chunk
+            if data.find(b"\n\n", scanned) >= 0:
+                break
+        data = bytes(data)
     except OSError:
         errors.write_line(2, FATAL + b"read error")
         return 111

@@ -230,3 +230,10 @@ def test_qreceipt_header_ends_at_a_non_field_line(qmail_home, capture, tmp_path)
     msg = b"From s@x Mon Jan 01 00:00:00 2024\nNotice-Requested-Upon-Delivery-To: me@h\n\nbody\n"
     assert tool(qmail_home, "qreceipt", "me@h", env=env, stdin=msg) == (0, b"", b"")
     assert (tmp_path / "env").read_bytes() == b"F\0Ts@x\0\0"
+
+
+def test_qreceipt_reads_a_long_header_in_linear_time(qmail_home, tmp_path):
+    started = time.monotonic()
+    msg = b"Subject: x\n" + b"a" * (48 << 20) + b"\n"
+    assert tool(qmail_home, "qreceipt", "me@h", env={"SENDER": "s@x"}, stdin=msg) == (0, b"", b"")
+    assert time.monotonic() - started < 10
