@@ -213,7 +213,7 @@ def temp_qmail(name: bytes, e: OSError) -> Temporary:
 def qme_exists(name: bytes) -> tuple[int, bool] | None:
     """qmeexists(): (fd, forward-only) when name is a usable regular file."""
     try:
-        fd = os.open(name, os.O_RDONLY)
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)  # open_read(): a FIFO must not hang us
     except OSError as e:
         if errors.is_temporary(e) or e.errno in (errno.EPERM, errno.EACCES):
             raise temp_qmail(name, e) from None

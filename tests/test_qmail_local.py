@@ -247,6 +247,15 @@ def test_symlink_to_directory_or_dangling_is_not_a_qmail_file(qmail_home, user):
     assert local(qmail_home, user, ext="n")[:2] == (0, b"fallback\ndid 0+0+1\n")
 
 
+def test_fifo_is_not_a_qmail_file(qmail_home, user):
+    """open_read() is O_NDELAY: a FIFO opens at once and is skipped as not regular."""
+    fifo = os.path.join(user.home, ".qmail-f")
+    os.mkfifo(fifo, 0o600)
+    os.chown(fifo, user.uid, user.gid)
+    user.write(".qmail-default", b"|echo fallback\n")
+    assert local(qmail_home, user, ext="f")[:2] == (0, b"fallback\ndid 0+0+1\n")
+
+
 def test_symlink_to_world_writable_file_is_refused(qmail_home, user):
     user.write("ww", b"|echo no\n", 0o666)
     os.symlink("ww", os.path.join(user.home, ".qmail-w"))
