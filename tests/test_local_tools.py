@@ -117,6 +117,26 @@ def test_maildirwatch_first_screen(qmail_home, tmp_path):
         proc.stdout.close()
 
 
+def test_maildirwatch_header_as_headerbody_reads_it(qmail_home, tmp_path):
+    """A From_ line is part of the header, an empty Return-Path leaves `?`, and
+    a line that is no field ends the header: body text = LF + that line + rest."""
+    md = str(tmp_path / "md")
+    tool(qmail_home, "maildirmake", md)
+    make_maildir_message(md, "1.1.h", b"From s@x Mon\nReturn-Path:\nSubject: a\nnot a field\nbody")
+    proc = subprocess.Popen([os.path.join(qmail_home, "bin", "maildirwatch")], env={"MAILDIR": md},
+                            stdout=subprocess.PIPE)
+    try:
+        out = b""
+        expected = b"\033[;H\033[;JFROM ? TO <?>\na//not a field/body/\n\n"
+        while len(out) < len(expected):
+            out += os.read(proc.stdout.fileno(), 4096)
+        assert out == expected
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 def test_forward(qmail_home, capture, tmp_path):
     env = {"QMAILQUEUE": capture, "NEWSENDER": "ns@x", "DTLINE": "Delivered-To: me@h\n"}
     code, out, err = tool(qmail_home, "forward", "a@x", "b@y", env=env, stdin=b"Subject: f\n\nb\n")
