@@ -2,7 +2,7 @@
 child program on the same stdin and queueing a copy of the message."""
 import os
 
-from pyqmail import auto, errors
+from pyqmail import auto, environ, errors
 from pyqmail.qmail import Qmail
 
 
@@ -28,7 +28,9 @@ def run_child(argv: list[bytes]) -> int:
             # shell that ran us had them
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-            os.execvp(argv[0], argv)
+            # the environment we were given: not os.environ, where Python's
+            # start-up may have added LC_CTYPE (pyqmail/environ.py)
+            os.execvpe(argv[0], argv, environ.original())
         except OSError as e:
             code = 111 if errors.is_temporary(e) else 100
         finally:

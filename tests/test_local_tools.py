@@ -220,6 +220,22 @@ def test_helpers_run_programs_with_default_signals(qmail_home):
         assert ignored_signals(out) & mask == 0, args
 
 
+def test_helpers_pass_their_environment_unchanged(qmail_home):
+    """The program sees the helper's environment as qmail-local set it, without
+    the LC_CTYPE that Python's locale coercion puts into os.environ."""
+    env = {"PATH": "/usr/bin:/bin", "UFLINE": "From s@x Mon Jan 01 00:00:00 2024\n",
+           "RPLINE": "Return-Path: <s@x>\n", "DTLINE": "Delivered-To: me@h\n"}
+    show = "cat >/dev/null; env -0; exit 1"
+    for args in (("preline", "sh", "-c", show), ("except", "sh", "-c", show),
+                 ("bouncesaying", "x", "sh", "-c", show)):
+        code, out, _ = tool(qmail_home, *args, env=env)
+        seen = dict(item.split(b"=", 1) for item in out.split(b"\0") if item)
+        seen.pop(b"PWD", None)  # sh sets these itself
+        seen.pop(b"SHLVL", None)
+        seen.pop(b"_", None)
+        assert seen == {k.encode(): v.encode() for k, v in env.items()}, args
+
+
 def test_qreceipt(qmail_home, capture, tmp_path):
     env = {"QMAILQUEUE": capture, "SENDER": "a b@x"}
     msg = (b"Message-ID: <1@x>\nNotice-Requested-Upon-Delivery-To: Me <me@h>,\n"
