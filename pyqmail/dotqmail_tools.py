@@ -2,7 +2,7 @@
 child program on the same stdin and queueing a copy of the message."""
 import os
 
-from pyqmail import auto, errors
+from pyqmail import auto, environ, errors
 from pyqmail.qmail import Qmail
 
 
@@ -24,8 +24,13 @@ def run_child(argv: list[bytes]) -> int:
         code = 100
         try:
             import signal
+            # Python ignores both at start-up; the program gets them as the
+            # shell that ran us had them
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            os.execvp(argv[0], argv)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            # the environment we were given: not os.environ, where Python's
+            # start-up may have added LC_CTYPE (pyqmail/environ.py)
+            os.execvpe(argv[0], argv, environ.original())
         except OSError as e:
             code = 111 if errors.is_temporary(e) else 100
         finally:

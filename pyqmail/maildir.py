@@ -4,7 +4,17 @@ files from the current second, order by mtime."""
 import os
 import time
 
+from pyqmail import errors
+
 CLEAN_AGE = 129600
+
+
+class ScanError(OSError):
+    """A subdirectory could not be read: `unable to scan $MAILDIR/SUB: ERR`."""
+
+    def __init__(self, subdir: bytes, error: OSError):
+        super().__init__(error.errno, error.strerror, subdir)
+        self.text = b"unable to scan $MAILDIR/%s: %s" % (subdir, errors.error_str(error))
 
 
 def clean_tmp() -> None:
@@ -15,6 +25,8 @@ def clean_tmp() -> None:
     except OSError:
         return
     for name in names:
+        if name.startswith(b"."):
+            continue
         path = b"tmp/" + name
         try:
             if now > os.stat(path).st_atime + CLEAN_AGE:
@@ -24,12 +36,16 @@ def clean_tmp() -> None:
 
 
 def scan(subdirs: tuple[bytes, ...]) -> list[tuple[float, bytes]]:
-    """(mtime, path) of the messages in subdirs, oldest first; OSError if a
+    """(mtime, path) of the messages in subdirs, oldest first; ScanError if a
     directory cannot be read."""
     now = int(time.time())
     found = []
     for sub in subdirs:
-        for name in os.listdir(sub):
+        try:
+            names = os.listdir(sub)
+        except OSError as e:
+            raise ScanError(sub, e) from None
+        for name in names:
             if name.startswith(b"."):
                 continue
             path = sub + b"/" + name

@@ -53,7 +53,6 @@ def convert(env: dict[bytes, bytes]) -> None:
     directory = env.get(b"MAILDIR")
     if directory is None:
         raise Fatal(b"MAILDIR not set")
-    cwd = os.open(b".", os.O_RDONLY)
     try:
         os.chdir(directory)
     except OSError as e:
@@ -61,11 +60,11 @@ def convert(env: dict[bytes, bytes]) -> None:
     maildir.clean_tmp()
     try:
         messages = maildir.scan((b"new", b"cur"))
-    except OSError as e:
-        raise Fatal(b"unable to scan $MAILDIR: %s" % errors.error_str(e)) from None
+    except maildir.ScanError as e:
+        raise Fatal(e.text) from None
     if not messages:
         return
-    os.fchdir(cwd)  # MAIL and MAILTMP are relative to where we started
+    # as in qmail, a relative MAIL or MAILTMP names a file in $MAILDIR (the cwd)
     try:
         lock_fd = os.open(mail, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
@@ -85,7 +84,7 @@ def convert(env: dict[bytes, bytes]) -> None:
         chunks = [old]
         for mtime, path in messages:
             try:
-                with open(os.path.join(directory, path), "rb") as f:
+                with open(path, "rb") as f:
                     data = f.read()
             except OSError as e:
                 raise Fatal(b"unable to read $MAILDIR/%s: %s" % (path, errors.error_str(e))) from None
@@ -104,7 +103,7 @@ def convert(env: dict[bytes, bytes]) -> None:
         raise Fatal(b"unable to move %s to %s: %s" % (mailtmp, mail, errors.error_str(e))) from None
     for path in converted:
         try:
-            os.unlink(os.path.join(directory, path))
+            os.unlink(path)
         except OSError as e:
             errors.write_line(2, b"maildir2mbox: warning: $MAILDIR/%s will be delivered twice; "
                               b"unable to unlink: %s" % (path, errors.error_str(e)))

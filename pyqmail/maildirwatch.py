@@ -14,25 +14,44 @@ def printable(data: bytes, replacement: bytes) -> bytes:
     return bytes(ch if 32 <= ch <= 126 else replacement[0] for ch in data)
 
 
+def field_valid(line: bytes) -> bool:
+    """hfield_valid(): a `:` after a name of bytes 33..126 (SP/TAB may follow it)."""
+    name, colon, _ = line.partition(b":")
+    name = name.rstrip(b" \t")
+    return bool(colon) and bool(name) and all(33 <= ch <= 126 for ch in name)
+
+
 def header_fields(data: bytes) -> tuple[list[bytes], bytes]:
-    """The header fields (continuations joined, each with its final LF) and the
-    rest (separator line and body)."""
+    """headerbody(): the header fields (continuations joined, each ending in
+    LF, one added to an unterminated last line) and the body text it hands on:
+    from the empty line, or `\\n` + the first line that is no field (nor a
+    `From ` line, which counts as a field)."""
     fields = []
     pos = 0
     while pos < len(data):
         end = data.find(b"\n", pos)
-        line = data[pos:] if end < 0 else data[pos:end + 1]
-        if line in (b"\n", b"") or (line[:1] not in (b" ", b"\t") and b":" not in line):
-            break
-        if line[:1] in (b" ", b"\t") and fields:
+        line = data[pos:] + b"\n" if end < 0 else data[pos:end + 1]
+        pos = len(data) if end < 0 else end + 1
+        if fields and line[:1] in (b" ", b"\t"):
             fields[-1] += line
-        else:
+        elif line == b"\n":
+            return fields, line + body_lines(data[pos:])
+        elif line.startswith(b"From "):
+            fields.append(b"MBOX-Line: " + line)
+        elif field_valid(line):
             fields.append(line)
-        pos += len(line)
-    return fields, data[pos:]
+        else:
+            return fields, b"\n" + line + body_lines(data[pos:])
+    return fields, b""
+
+
+def body_lines(body: bytes) -> bytes:
+    """getsa(): an unterminated last line gets its LF."""
+    return body + b"\n" if body and not body.endswith(b"\n") else body
 
 
 def value(field: bytes) -> bytes:
+    """hfield_skipname(): the field after its name, colon and SP/TAB/CR/LF."""
     rest = field.split(b":", 1)[1]
     return rest.lstrip(b" \t\r\n")
 
@@ -50,11 +69,11 @@ def screen(messages: list[bytes]) -> bytes:
         subject = b""
         for field in fields:
             if name_is(field, b"return-path"):
-                sender = value(field).rstrip(b"\n")
+                sender = value(field)[:-1] if value(field) else sender  # final LF dropped
             elif name_is(field, b"delivered-to"):
-                recipient = value(field).rstrip(b"\n")
+                recipient = value(field)[:-1] if value(field) else recipient
             elif name_is(field, b"from"):
-                from_ = field.rstrip(b"\n")
+                from_ = field[:-1]
             elif name_is(field, b"subject"):
                 subject += value(field)
         out += b"FROM " + printable(sender, b"?") + b" TO <" + printable(recipient, b"?") + b">\n"
@@ -78,8 +97,8 @@ def run(env: dict[bytes, bytes], rounds: int | None = None) -> int:
         maildir.clean_tmp()
         try:
             found = maildir.scan((b"new",))
-        except OSError as e:
-            errors.write_line(2, FATAL + b"unable to scan $MAILDIR/new: %s" % errors.error_str(e))
+        except maildir.ScanError as e:
+            errors.write_line(2, FATAL + e.text)
             return 111
         messages = []
         for _, path in found:

@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from pyqmail import errors, sgetopt
+from pyqmail import environ, errors, sgetopt
 
 FATAL = b"preline: fatal: "
 USAGE = b"preline: usage: preline cmd [ arg ... ]"
@@ -47,8 +47,9 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
                 errors.write_line(2, FATAL + b"unable to set up fds: " + errors.error_str(e))
                 os._exit(111)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignored it at start-up
             try:
-                os.execvp(rest[0], rest)
+                os.execvpe(rest[0], rest, environ.original())  # not os.environ (LC_CTYPE)
             except OSError as e:
                 code = 111 if errors.is_temporary(e) else 100
                 errors.write_line(2, FATAL + b"unable to run %s: %s" % (rest[0], errors.error_str(e)))

@@ -94,7 +94,9 @@ def serve(sock) -> None:
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
         if not local and not fds:
             return
-        if len(fds) != 1:
+        if len(fds) != 1 or flags & socket.MSG_TRUNC:
+            # a local part longer than our buffer: say nothing, and the asker
+            # runs a qmail-getpw of its own with the whole of it
             for fd in fds:
                 os.close(fd)
             continue

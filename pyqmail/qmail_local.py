@@ -9,6 +9,7 @@ fd 1, failures to fd 2 (both the report pipe under qmail-lspawn).
 import errno
 import fcntl
 import os
+import re
 import signal
 import sys
 import time
@@ -70,6 +71,9 @@ def myctime(t: float) -> bytes:
                                                 tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_year)
 
 
+FROM_LINE = re.compile(rb"^(?=>*From )", re.MULTILINE)  # where gfrom() lines get their `>`
+
+
 def gfrom(line: bytes) -> bool:
     """gfrom(): the line needs a `>` (mboxrd: `>*From `)."""
     return line.lstrip(b">").startswith(b"From ")
@@ -85,6 +89,35 @@ def rewind(fd: int) -> None:
 def cstring(data: bytes) -> bytes:
     """What C sees of data: up to its first NUL."""
     return data.split(b"\0", 1)[0]
+
+
+class ReadError(Exception):
+    def __init__(self, error: OSError):
+        super().__init__(error)
+        self.error = error
+
+
+def message_lines(fd: int):
+    """getln() over fd: each line with its LF, then an unterminated last piece.
+    Time stays linear in the message however long a line is (ReadError on a
+    read failure)."""
+    pending = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, CHUNK)
+        except OSError as e:
+            raise ReadError(e) from None
+        if not chunk:
+            if pending:
+                yield bytes(pending)
+            return
+        scanned = len(pending)  # no LF before this
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", scanned)) >= 0:
+            yield bytes(pending[start:end + 1])
+            start = scanned = end + 1
+        del pending[:start]
 
 
 class Job:
@@ -163,27 +196,14 @@ def check_home(job: Job, err_fd: int) -> None:
 def bouncexf(job: Job, msg_fd: int) -> None:
     """The loop check: a header line equal to our Delivered-To line bounces."""
     rewind(msg_fd)
-    pending = b""
-    while True:
-        try:
-            chunk = os.read(msg_fd, CHUNK)
-        except OSError as e:
-            raise Temporary(b"Unable to read message: %s. (#4.3.0)" % errors.error_str(e)) from None
-        if not chunk:
-            return  # an unterminated last line is never compared
-        pending += chunk
-        start = 0
-        while True:
-            end = pending.find(b"\n", start)
-            if end < 0:
-                break
-            line = pending[start:end + 1]
-            if len(line) <= 1:
-                return
+    try:
+        for line in message_lines(msg_fd):
+            if len(line) <= 1 or not line.endswith(b"\n"):
+                return  # the blank line; an unterminated last line is never compared
             if line == job.dtline:
                 raise Permanent(ERR_LOOP)
-            start = end + 1
-        pending = pending[start:]
+    except ReadError as e:
+        raise Temporary(b"Unable to read message: %s. (#4.3.0)" % errors.error_str(e.error)) from None
 
 
 def temp_qmail(name: bytes, e: OSError) -> Temporary:
@@ -193,7 +213,7 @@ def temp_qmail(name: bytes, e: OSError) -> Temporary:
 def qme_exists(name: bytes) -> tuple[int, bool] | None:
     """qmeexists(): (fd, forward-only) when name is a usable regular file."""
     try:
-        fd = os.open(name, os.O_RDONLY)
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK)  # open_read(): a FIFO must not hang us
     except OSError as e:
         if errors.is_temporary(e) or e.errno in (errno.EPERM, errno.EACCES):
             raise temp_qmail(name, e) from None
@@ -439,16 +459,10 @@ def mailfile(job: Job, path: bytes, msg_fd: int) -> None:
         os.close(fd)
 
 
-class ReadError(Exception):
-    def __init__(self, error: OSError):
-        super().__init__(error)
-        self.error = error
-
-
 def write_mbox(job: Job, fd: int, msg_fd: int) -> None:
     """From_, Return-Path, Delivered-To, the >From-quoted message, a blank line."""
     out = bytearray(job.ufline + job.rpline + job.dtline)
-    pending = b""
+    pending = bytearray()  # starts at a line start; time stays linear however long a line is
     while True:
         try:
             chunk = os.read(msg_fd, CHUNK)
@@ -456,25 +470,17 @@ def write_mbox(job: Job, fd: int, msg_fd: int) -> None:
             raise ReadError(e) from None
         if not chunk:
             break
+        scanned = len(pending)  # no LF before this
         pending += chunk
-        start = 0
-        while True:
-            end = pending.find(b"\n", start)
-            if end < 0:
-                break
-            line = pending[start:end + 1]
-            if gfrom(line):
-                out += b">"
-            out += line
-            start = end + 1
-        pending = pending[start:]
+        end = pending.rfind(b"\n", scanned)
+        if end >= 0:
+            out += FROM_LINE.sub(b">", pending[:end + 1])
+            del pending[:end + 1]
         if len(out) >= CHUNK:
             write_all(fd, out)
             out = bytearray()
     if pending:
-        if gfrom(pending):
-            out += b">"
-        out += pending + b"\n"
+        out += FROM_LINE.sub(b">", pending) + b"\n"
     out += b"\n"
     write_all(fd, out)
     os.fsync(fd)

@@ -17,7 +17,8 @@ class Fatal(Exception):
 
 def read_list(name: bytes, colon: bool = False) -> dict[bytes, bytes] | None:
     """A users/ list file as constmap: lowercased key -> value after its first
-    `:` (mailnames) or the whole entry; None when missing."""
+    `:` (mailnames; entries without `:` are not in the map) or the whole entry;
+    None when missing.  constmap finds the last of repeated keys."""
     try:
         data = control.read_bytes(name)
     except control.ControlError:
@@ -26,8 +27,13 @@ def read_list(name: bytes, colon: bool = False) -> dict[bytes, bytes] | None:
         return None
     out = {}
     for entry in control.parse_list(data):
-        key, _, value = entry.partition(b":") if colon else (entry, b"", b"")
-        out.setdefault(key.lower(), value)
+        if colon:
+            key, found, value = entry.partition(b":")
+            if not found:
+                continue
+        else:
+            key, value = entry, b""
+        out[key.lower()] = value
     return out
 
 
@@ -93,15 +99,15 @@ def convert(passwd: bytes, options: dict) -> bytes:
             if st.st_uid != uid:
                 continue
         uugh = b":%s:%s:%s:%s:" % (user, uidstr, gidstr, home)
-        allusers.setdefault(user.lower(), uugh)
+        allusers[user.lower()] = uugh  # constmap: a later account of that name wins
         if user == auto.USER_ALIAS:
             out += b"+" + uugh + dashcolon + b":\n"
             flagalias = True
         names = None
         if mailnames_map is not None:
             names = mailnames_map.get(user.lower())
-        if not names:
-            names = user
+        if names is None:
+            names = user  # `joe:` in users/mailnames gives joe no mail names at all
         for name in names.split(b":"):
             if not name:
                 continue

@@ -17,18 +17,29 @@ class Fatal(Exception):
         self.code = code
 
 
+def field_valid(line: bytes) -> bool:
+    """hfield_valid(): a `:` after a name of bytes 33..126 (SP/TAB may follow it)."""
+    name, colon, _ = line.partition(b":")
+    name = name.rstrip(b" \t")
+    return bool(colon) and bool(name) and all(33 <= ch <= 126 for ch in name)
+
+
 def header_fields(data: bytes) -> list[bytes]:
-    """The header's fields, continuation lines joined, each with its LF."""
+    """headerbody(): the header's fields, continuation lines joined, each with
+    its LF.  The header ends at an empty line or at the first line that is
+    neither a continuation, a `From ` line nor a valid field."""
     fields = []
     pos = 0
     while pos < len(data):
         end = data.find(b"\n", pos)
         line = data[pos:] if end < 0 else data[pos:end + 1]
         pos += len(line)
-        if line.rstrip(b"\r\n") == b"":
-            break
         if line[:1] in (b" ", b"\t") and fields:
             fields[-1] += line
+        elif line.startswith(b"From "):
+            fields.append(b"MBOX-Line: " + line)
+        elif line == b"\n" or not field_valid(line):
+            break
         else:
             fields.append(line)
     return fields
@@ -101,12 +112,16 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     target = argv[1]
     sender = env[b"SENDER"]
     try:
-        data = b""
-        while b"\n\n" not in data:
+        data = bytearray()  # the header is all we need; linear however long
+        while True:
             chunk = os.read(0, 65536)
             if not chunk:
                 break
+            scanned = max(len(data) - 1, 0)
             data += chunk
+            if data.find(b"\n\n", scanned) >= 0:
+                break
+        data = bytes(data)
     except OSError:
         errors.write_line(2, FATAL + b"read error")
         return 111

@@ -4,6 +4,7 @@ condredirect, bouncesaying, except, preline, qreceipt (spec/admin-tools.md
 import mailbox
 import os
 import re
+import signal
 import stat
 import subprocess
 import time
@@ -68,6 +69,34 @@ def test_maildir2mbox(qmail_home, tmp_path):
         111, b"", b"maildir2mbox: fatal: MAILDIR not set\n")
 
 
+def test_maildir2mbox_relative_mail_is_in_maildir(qmail_home, tmp_path):
+    """qmail chdirs to $MAILDIR first: a relative MAIL/MAILTMP is a file there."""
+    md = str(tmp_path / "md")
+    tool(qmail_home, "maildirmake", md)
+    make_maildir_message(md, "1.1.h", b"Return-Path: <a@x>\n\nbody\n")
+    env = {"MAILDIR": md, "MAIL": "mbox", "MAILTMP": "mbox.tmp"}
+    assert tool(qmail_home, "maildir2mbox", env=env, cwd=str(tmp_path)) == (0, b"", b"")
+    assert not os.path.exists(tmp_path / "mbox")
+    with open(os.path.join(md, "mbox"), "rb") as f:
+        assert re.fullmatch(rb"From a@x .*\nReturn-Path: <a@x>\n\nbody\n\n", f.read())
+
+
+def test_maildir2mbox_scan_error_and_tmp_cleaning(qmail_home, tmp_path):
+    md = str(tmp_path / "md")
+    tool(qmail_home, "maildirmake", md)
+    old = time.time() - 200000
+    for name in ("stale", ".dotfile"):
+        path = os.path.join(md, "tmp", name)
+        open(path, "wb").close()
+        os.utime(path, (old, old))
+    os.rmdir(os.path.join(md, "cur"))
+    env = {"MAILDIR": md, "MAIL": str(tmp_path / "mbox"), "MAILTMP": str(tmp_path / "mbox.tmp")}
+    assert tool(qmail_home, "maildir2mbox", env=env) == (
+        111, b"", b"maildir2mbox: fatal: unable to scan $MAILDIR/cur: file does not exist\n")
+    # maildir_clean() skips dot files, as the readers do
+    assert os.listdir(os.path.join(md, "tmp")) == [".dotfile"]
+
+
 def test_maildirwatch_first_screen(qmail_home, tmp_path):
     md = str(tmp_path / "md")
     tool(qmail_home, "maildirmake", md)
@@ -79,6 +108,26 @@ def test_maildirwatch_first_screen(qmail_home, tmp_path):
         out = b""
         expected = (b"\033[;H\033[;JFROM <s@x> TO <r@y>\n\033[1mFrom: Joe <j@x>\033[0m\n"
                     b"hello//body//\n\n")
+        while len(out) < len(expected):
+            out += os.read(proc.stdout.fileno(), 4096)
+        assert out == expected
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_maildirwatch_header_as_headerbody_reads_it(qmail_home, tmp_path):
+    """A From_ line is part of the header, an empty Return-Path leaves `?`, and
+    a line that is no field ends the header: body text = LF + that line + rest."""
+    md = str(tmp_path / "md")
+    tool(qmail_home, "maildirmake", md)
+    make_maildir_message(md, "1.1.h", b"From s@x Mon\nReturn-Path:\nSubject: a\nnot a field\nbody")
+    proc = subprocess.Popen([os.path.join(qmail_home, "bin", "maildirwatch")], env={"MAILDIR": md},
+                            stdout=subprocess.PIPE)
+    try:
+        out = b""
+        expected = b"\033[;H\033[;JFROM ? TO <?>\na//not a field/body/\n\n"
         while len(out) < len(expected):
             out += os.read(proc.stdout.fileno(), 4096)
         assert out == expected
@@ -154,6 +203,39 @@ def test_preline(qmail_home):
         100, b"", b"preline: usage: preline cmd [ arg ... ]\n")
 
 
+def ignored_signals(text: bytes) -> int:
+    return int(re.search(rb"SigIgn:\s*([0-9a-f]+)", text).group(1), 16)
+
+
+def test_helpers_run_programs_with_default_signals(qmail_home):
+    """qmail's helpers pass SIGPIPE and SIGXFSZ on as they got them (default
+    under qmail-local), although Python ignores both at start-up."""
+    env = {"PATH": "/usr/bin:/bin", "UFLINE": "From s@x Mon Jan 01 00:00:00 2024\n",
+           "RPLINE": "Return-Path: <s@x>\n", "DTLINE": "Delivered-To: me@h\n"}
+    show = "cat >/dev/null; grep ^SigIgn /proc/self/status; exit 1"
+    mask = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
+    for args in (("preline", "sh", "-c", show), ("except", "sh", "-c", show),
+                 ("bouncesaying", "x", "sh", "-c", show)):
+        code, out, _ = tool(qmail_home, *args, env=env)
+        assert ignored_signals(out) & mask == 0, args
+
+
+def test_helpers_pass_their_environment_unchanged(qmail_home):
+    """The program sees the helper's environment as qmail-local set it, without
+    the LC_CTYPE that Python's locale coercion puts into os.environ."""
+    env = {"PATH": "/usr/bin:/bin", "UFLINE": "From s@x Mon Jan 01 00:00:00 2024\n",
+           "RPLINE": "Return-Path: <s@x>\n", "DTLINE": "Delivered-To: me@h\n"}
+    show = "cat >/dev/null; env -0; exit 1"
+    for args in (("preline", "sh", "-c", show), ("except", "sh", "-c", show),
+                 ("bouncesaying", "x", "sh", "-c", show)):
+        code, out, _ = tool(qmail_home, *args, env=env)
+        seen = dict(item.split(b"=", 1) for item in out.split(b"\0") if item)
+        seen.pop(b"PWD", None)  # sh sets these itself
+        seen.pop(b"SHLVL", None)
+        seen.pop(b"_", None)
+        assert seen == {k.encode(): v.encode() for k, v in env.items()}, args
+
+
 def test_qreceipt(qmail_home, capture, tmp_path):
     env = {"QMAILQUEUE": capture, "SENDER": "a b@x"}
     msg = (b"Message-ID: <1@x>\nNotice-Requested-Upon-Delivery-To: Me <me@h>,\n"
@@ -172,3 +254,22 @@ def test_qreceipt(qmail_home, capture, tmp_path):
                 stdin=b"Notice-Requested-Upon-Delivery-To: <me@h\n\n") == (
         100, b"", b"qreceipt: fatal: unable to parse this: Notice-Requested-Upon-Delivery-To: <me@h\n")
     assert tool(qmail_home, "qreceipt", "me@h") == (100, b"", b"qreceipt: usage: qreceipt deliveryaddress\n")
+
+
+def test_qreceipt_header_ends_at_a_non_field_line(qmail_home, capture, tmp_path):
+    """headerbody(): a line that is no field ends the header, so a request
+    below it is body text and gets no notice."""
+    env = {"QMAILQUEUE": capture, "SENDER": "s@x"}
+    msg = b"Subject: s\nnot a field\nNotice-Requested-Upon-Delivery-To: me@h\n\nbody\n"
+    assert tool(qmail_home, "qreceipt", "me@h", env=env, stdin=msg) == (0, b"", b"")
+    assert not (tmp_path / "env").exists()
+    msg = b"From s@x Mon Jan 01 00:00:00 2024\nNotice-Requested-Upon-Delivery-To: me@h\n\nbody\n"
+    assert tool(qmail_home, "qreceipt", "me@h", env=env, stdin=msg) == (0, b"", b"")
+    assert (tmp_path / "env").read_bytes() == b"F\0Ts@x\0\0"
+
+
+def test_qreceipt_reads_a_long_header_in_linear_time(qmail_home, tmp_path):
+    started = time.monotonic()
+    msg = b"Subject: x\n" + b"a" * (48 << 20) + b"\n"
+    assert tool(qmail_home, "qreceipt", "me@h", env={"SENDER": "s@x"}, stdin=msg) == (0, b"", b"")
+    assert time.monotonic() - started < 10

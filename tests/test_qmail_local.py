@@ -122,6 +122,18 @@ def test_mbox_unterminated_last_line_and_second_message(qmail_home, user):
     assert [m["Subject"] for m in box] == ["a", "b"]
 
 
+def test_mbox_and_loop_check_linear_in_a_long_line(qmail_home, user):
+    """A 48 MB header line (no databytes limit by default) is read in linear
+    time by the loop check and the mbox writer, as qmail's getln() does."""
+    long = b"X-Long: " + b"a" * (48 << 20) + b"\n"
+    started = time.monotonic()
+    assert local(qmail_home, user, message=b"Received: x\n" + long + b"\nFrom b\n") == (
+        0, b"did 1+0+0\n", b"")
+    assert time.monotonic() - started < 10
+    data = read(os.path.join(user.home, "Mailbox"))
+    assert data.endswith(b"Received: x\n" + long + b"\n>From b\n\n")
+
+
 def test_maildir_bytes(qmail_home, user):
     user.maildir()
     user.write(".qmail", b"./Maildir/\n")
@@ -233,6 +245,15 @@ def test_symlink_to_directory_or_dangling_is_not_a_qmail_file(qmail_home, user):
     user.write(".qmail-default", b"|echo fallback\n")
     assert local(qmail_home, user, ext="d")[:2] == (0, b"fallback\ndid 0+0+1\n")
     assert local(qmail_home, user, ext="n")[:2] == (0, b"fallback\ndid 0+0+1\n")
+
+
+def test_fifo_is_not_a_qmail_file(qmail_home, user):
+    """open_read() is O_NDELAY: a FIFO opens at once and is skipped as not regular."""
+    fifo = os.path.join(user.home, ".qmail-f")
+    os.mkfifo(fifo, 0o600)
+    os.chown(fifo, user.uid, user.gid)
+    user.write(".qmail-default", b"|echo fallback\n")
+    assert local(qmail_home, user, ext="f")[:2] == (0, b"fallback\ndid 0+0+1\n")
 
 
 def test_symlink_to_world_writable_file_is_refused(qmail_home, user):

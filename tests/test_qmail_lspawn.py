@@ -144,6 +144,15 @@ def test_extension_and_case_via_getpw(home, spawner, user):
         0, b"K%s Foo.Bar %s h.example\ndid 0+0+1\n" % (user.name.encode(), local))
 
 
+def test_long_extension_reaches_qmail_local_whole(home, spawner, user):
+    """qmail-getpw gets the whole local part, however long (the resident one
+    reads 2048 bytes at a time)."""
+    user.write(".qmail-default", b"|echo ${#EXT} ${#DEFAULT}\n")
+    messid = queue_message(home)
+    local = user.name.encode() + b"-" + b"x" * 5000
+    assert spawner.deliver(messid, b"", local + b"@h.example") == (0, b"K5000 5000\ndid 0+0+1\n")
+
+
 def test_unknown_and_root_go_to_alias(home, spawner):
     messid = queue_message(home)
     alias_home = os.path.expanduser("~alias").encode()

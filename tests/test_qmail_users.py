@@ -174,3 +174,23 @@ def test_pw2u_then_newu_round_trip(fresh_home, accounts):
     assert db.get(b"!" + joe.name.encode() + b"\0") == b"%s\0%d\0%d\0%s\0\0" % (
         joe.name.encode(), joe.uid, joe.gid, joe.home.encode())
     assert db.get(b"") == b"-"
+
+
+def test_pw2u_lists_are_constmaps(fresh_home):
+    """constmap (qmail's map for users/mailnames and the subuser lookup) finds
+    the last of repeated names, and a mailnames entry without `:` is no entry;
+    `cid:` gives cid no mail names at all."""
+    passwd = (b"alias:x:7:7::/a:/bin/false\njoe:x:5:5::/j1:/bin/sh\njoe:x:6:6::/j2:/bin/sh\n"
+              b"bob:x:8:8::/b:/bin/sh\ncid:x:9:9::/c:/bin/sh\n")
+    users = os.path.join(fresh_home, "users")
+    with open(os.path.join(users, "mailnames"), "wb") as f:
+        f.write(b"joe:first\nJOE:second:third\nbob\ncid:\n")
+    with open(os.path.join(users, "subusers"), "wb") as f:
+        f.write(b"sub:joe:pre:\n")
+    done = pw2u(fresh_home, passwd, "-H", "-C")
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout == (b"+:alias:7:7:/a:-::\n=alias:alias:7:7:/a:::\n"
+                           b"=second:joe:5:5:/j1:::\n=third:joe:5:5:/j1:::\n"
+                           b"=second:joe:6:6:/j2:::\n=third:joe:6:6:/j2:::\n"
+                           b"=bob:bob:8:8:/b:::\n"
+                           b"=sub:joe:6:6:/j2:-:pre:\n.\n")
