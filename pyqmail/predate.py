@@ -1,5 +1,6 @@
 """predate: run a program with a local-time Date field put in front of its
 input (spec/inject.md §7)."""
+import errno
 import os
 import signal
 import sys
@@ -35,6 +36,9 @@ def child(argv: list[bytes], env: dict[bytes, bytes], pipe_r: int, pipe_w: int) 
             return
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         try:
+            if not argv[1]:
+                # execvp("") fails with ENOENT; Python would raise ValueError instead
+                raise FileNotFoundError(errno.ENOENT, "")
             os.execvpe(argv[1], argv[1:], env)
         except OSError as e:
             errors.write_line(2, FATAL + b"unable to run %s: %s" % (argv[1], errors.error_str(e)))

@@ -51,6 +51,8 @@ def test_predate_exit_codes_and_errors(home):
     r = subprocess.run([p, "/nonexistent/prog"], capture_output=True, input=b"x")
     assert (r.returncode, r.stderr) == (
         111, b"predate: fatal: unable to run /nonexistent/prog: file does not exist\n")
+    r = subprocess.run([p, ""], capture_output=True, input=b"x")
+    assert (r.returncode, r.stderr) == (111, b"predate: fatal: unable to run : file does not exist\n")
     r = subprocess.run([p, "sh", "-c", "kill -9 $$"], capture_output=True, input=b"x")
     assert (r.returncode, r.stderr) == (111, b"predate: fatal: child crashed\n")
     # a child that does not read: predate ignores the broken pipe
