@@ -5,10 +5,10 @@ import os
 import signal
 import sys
 
-from pyqmail import auto, errors
+from pyqmail import auto, environ, errors
 
 
-def run(argv: list[bytes], qmail_home: bytes) -> int:
+def run(argv: list[bytes], env: dict[bytes, bytes], qmail_home: bytes) -> int:
     if len(argv) < 2:
         # the script's `shift` fails before anything is sent, as /bin/sh does
         errors.write_line(2, b"mailsubj: shift: can't shift that many")
@@ -29,7 +29,7 @@ def run(argv: list[bytes], qmail_home: bytes) -> int:
             os.dup2(pipe_r, 0)
             os.close(pipe_r)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            os.execv(inject, [inject])
+            os.execve(inject, [inject], env)
         except OSError as e:
             errors.write_line(2, b"mailsubj: fatal: unable to run qmail-inject: "
                               + errors.error_str(e))
@@ -53,4 +53,4 @@ def run(argv: list[bytes], qmail_home: bytes) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], auto.QMAIL_HOME))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original(), auto.QMAIL_HOME))

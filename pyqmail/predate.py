@@ -1,11 +1,12 @@
 """predate: run a program with a local-time Date field put in front of its
 input (spec/inject.md §7)."""
+import errno
 import os
 import signal
 import sys
 import time
 
-from pyqmail import date822, errors
+from pyqmail import date822, environ, errors
 
 FATAL = b"predate: fatal: "
 
@@ -21,7 +22,7 @@ def date_field(now: float) -> bytes:
         sign, minutes // 60, minutes % 60)
 
 
-def child(argv: list[bytes], pipe_r: int, pipe_w: int) -> None:
+def child(argv: list[bytes], env: dict[bytes, bytes], pipe_r: int, pipe_w: int) -> None:
     """In the forked child: the pipe becomes fd 0, then exec argv[1] (PATH search)."""
     code = 111
     try:
@@ -35,7 +36,10 @@ def child(argv: list[bytes], pipe_r: int, pipe_w: int) -> None:
             return
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         try:
-            os.execvp(argv[1], argv[1:])
+            if not argv[1]:
+                # execvp("") fails with ENOENT; Python would raise ValueError instead
+                raise FileNotFoundError(errno.ENOENT, "")
+            os.execvpe(argv[1], argv[1:], env)
         except OSError as e:
             errors.write_line(2, FATAL + b"unable to run %s: %s" % (argv[1], errors.error_str(e)))
     finally:
@@ -57,7 +61,7 @@ def copy(source: int, dest: int, head: bytes) -> None:
         return
 
 
-def run(argv: list[bytes]) -> int:
+def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     if len(argv) < 2:
         errors.write_line(2, b"predate: usage: predate child")
@@ -73,7 +77,7 @@ def run(argv: list[bytes]) -> int:
         errors.write_line(2, FATAL + b"unable to fork: " + errors.error_str(e))
         return 111
     if pid == 0:
-        child(argv, pipe_r, pipe_w)
+        child(argv, env, pipe_r, pipe_w)
     os.close(pipe_r)
     copy(0, pipe_w, date_field(time.time()))
     os.close(pipe_w)
@@ -89,4 +93,5 @@ def run(argv: list[bytes]) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv]))
+    # the child gets the environment as the caller gave it (no LC_CTYPE=C.UTF-8)
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original()))

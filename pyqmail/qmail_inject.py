@@ -92,6 +92,7 @@ class Input:
     def __init__(self, fd: int):
         self.fd = fd
         self.buf = b""
+        self.pos = 0  # lines are taken from buf[pos:] without copying the rest
         self.done = False
 
     def read(self) -> bytes:
@@ -104,29 +105,35 @@ class Input:
         """The next line with its LF, or None at EOF (headerbody's getsa)."""
         if self.done:
             return None
-        start = 0
+        i = self.buf.find(b"\n", self.pos)
+        if i >= 0:
+            line, self.pos = self.buf[self.pos:i + 1], i + 1
+            return line
+        # a line longer than what is buffered: collect pieces, join once
+        parts = [self.buf[self.pos:]]
+        self.buf, self.pos = b"", 0
         while True:
-            i = self.buf.find(b"\n", start)
-            if i >= 0:
-                line, self.buf = self.buf[:i + 1], self.buf[i + 1:]
-                return line
-            start = len(self.buf)
             chunk = self.read()
             if not chunk:
                 self.done = True
-                line, self.buf = self.buf, b""
+                line = b"".join(parts)
                 return line + b"\n" if line else None
-            self.buf += chunk
+            i = chunk.find(b"\n")
+            if i >= 0:
+                parts.append(chunk[:i + 1])
+                self.buf, self.pos = chunk, i + 1
+                return b"".join(parts)
+            parts.append(chunk)
 
     def chunks(self):
         """The rest of the input, in pieces, ending in LF if it is not empty."""
         if self.done:
             return
         last = b""
-        if self.buf:
-            yield self.buf
+        if self.pos < len(self.buf):
+            yield self.buf[self.pos:]
             last = self.buf[-1:]
-            self.buf = b""
+        self.buf, self.pos = b"", 0
         while True:
             chunk = self.read()
             if not chunk:

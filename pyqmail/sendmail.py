@@ -3,7 +3,7 @@ qmail-inject, qmail-smtpd (-bs) and qmail-qread (-bp, mailq) (spec/inject.md §6
 import os
 import sys
 
-from pyqmail import auto, errors
+from pyqmail import auto, environ, errors
 from pyqmail.sgetopt import Getopt
 
 USAGE = b"sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]"
@@ -117,4 +117,5 @@ def run(argv: list[bytes], env: dict[bytes, bytes], qmail_home: bytes) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb), auto.QMAIL_HOME))
+    # the environment as the caller gave it, without Python's LC_CTYPE=C.UTF-8
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original(), auto.QMAIL_HOME))

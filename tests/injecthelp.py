@@ -118,6 +118,12 @@ def run(home, data, *args, env=None, user=None, queue=False, capexit=None, progr
     return Result(p.returncode, out, err, p.pid, start, int(time.time()))
 
 
+def shell_env(out):
+    """`env` output of a fake program, without what /bin/sh itself sets."""
+    return sorted(line for line in out.split(b"\n")[:-1]
+                  if line.split(b"=", 1)[0] not in (b"PWD", b"OLDPWD", b"SHLVL", b"_"))
+
+
 def generated(r, text, pid=None):
     """The Date/Message-ID qmail-inject made (start time, pid), checked and
     substituted by fixed strings so the rest can be compared byte for byte."""

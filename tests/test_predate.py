@@ -1,11 +1,13 @@
 """predate, datemail, mailsubj (spec/inject.md §7): the installed programs."""
 import re
+import shutil
 import subprocess
 import time
 
 import pytest
 
-from injecthelp import HEAD, base_env, generated, module_home, run
+from conftest import need_root, public_tmpdir
+from injecthelp import HEAD, Home, base_env, generated, module_home, run, shell_env, write
 
 DATE = re.compile(rb"Date: (\d{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
                   rb"(\d{4}) (\d\d):(\d\d):(\d\d) ([+-]\d{4})\n")
@@ -49,6 +51,8 @@ def test_predate_exit_codes_and_errors(home):
     r = subprocess.run([p, "/nonexistent/prog"], capture_output=True, input=b"x")
     assert (r.returncode, r.stderr) == (
         111, b"predate: fatal: unable to run /nonexistent/prog: file does not exist\n")
+    r = subprocess.run([p, ""], capture_output=True, input=b"x")
+    assert (r.returncode, r.stderr) == (111, b"predate: fatal: unable to run : file does not exist\n")
     r = subprocess.run([p, "sh", "-c", "kill -9 $$"], capture_output=True, input=b"x")
     assert (r.returncode, r.stderr) == (111, b"predate: fatal: child crashed\n")
     # a child that does not read: predate ignores the broken pipe
@@ -107,3 +111,28 @@ def test_unprivileged(home):
     r = run(home, b"x\n", "s", "a@b.c", queue=True, program="mailsubj", user="nobody")
     assert (r.code, r.err) == (0, b"")
     assert home.captured()[1] == b"Fme@host.example.com\0Ta@b.c\0\0"
+
+
+def test_environment_passed_on_unchanged(home):
+    # the child sees the caller's environment: no LC_CTYPE=C.UTF-8 from Python
+    r = subprocess.run([home.bin("predate"), "env"], input=b"", capture_output=True,
+                       env={"PATH": "/usr/bin:/bin", "X_KEEP": "1"})
+    assert (r.returncode, r.stdout) == (0, b"PATH=/usr/bin:/bin\nX_KEEP=1\n")
+
+
+@pytest.fixture
+def own_home():
+    """An installation whose bin/qmail-inject is a fake printing its environment."""
+    need_root()
+    base = public_tmpdir("pyqmail-predate-")
+    h = Home(base)
+    write(h.bin("qmail-inject"), b"#!/bin/sh\ncat >/dev/null\nenv\n", 0o755)
+    yield h
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("program,args", [("mailsubj", ["s", "a@b.c"]), ("datemail", ["-t"])])
+def test_front_ends_pass_environment_on(own_home, program, args):
+    r = run(own_home, b"x\n", *args, program=program, env=base_env(X_KEEP="1"))
+    assert r.code == 0, r.err
+    assert shell_env(r.out) == [b"PATH=/usr/bin:/bin", b"USER=me", b"X_KEEP=1"]

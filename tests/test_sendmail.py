@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import SRC, need_root, public_tmpdir, wait_for
-from injecthelp import HEAD, Home, base_env, generated, module_home, run, write
+from injecthelp import HEAD, Home, base_env, generated, module_home, run, shell_env, write
 
 USAGE = b"sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]\n"
 
@@ -163,6 +163,16 @@ def test_bs_with_real_qmail_smtpd(home):
     assert r.code == 0
     assert r.out.startswith(b"220 ")
     assert home.captured()[1] == b"Fs@x.y\0Tr@x.y\0\0"
+
+
+def test_environment_passed_on_unchanged(own_home):
+    # the caller's environment, with no LC_CTYPE=C.UTF-8 from Python's locale coercion
+    fake(own_home, "qmail-inject", b"env\n")
+    fake(own_home, "qmail-smtpd", b"env\n")
+    r = run(own_home, b"", "-t", program="sendmail", env=base_env(X_KEEP="1"))
+    assert shell_env(r.out) == [b"PATH=/usr/bin:/bin", b"USER=me", b"X_KEEP=1"]
+    r = run(own_home, b"", "-bs", program="sendmail", env=base_env(PROTO="UNIX"))
+    assert shell_env(r.out) == [b"PATH=/usr/bin:/bin", b"PROTO=UNIX", b"USER=me"]
 
 
 def test_missing_qmail_inject(own_home):
