@@ -916,7 +916,29 @@ def run(qmail_home: bytes, split: int = auto.SPLIT, env=None) -> int:
     except OSError:
         log.line(b"alert: cannot start: unable to switch to queue directory")
         return 111
+    spawners = [Spawner(LOCAL, 1, 2), Spawner(REMOTE, 3, 4)]
+    send = Send(cfg, qmail_home, log, split, spawners, 5, 6, env)
+
+    def on_term(*_):
+        send.exiting = True
+
+    def on_alarm(*_):
+        send.flag_alarm = True
+
+    def on_hup(*_):
+        send.flag_hup = True
+
+    # send.md §1 step 4: the flags are caught from here on, before the mutex
+    # and the spawners' greetings, so an early TERM/ALRM/HUP never kills us
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    send.wakeup_fd = wake_r
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.umask(0o077)
     try:
@@ -929,7 +951,6 @@ def run(qmail_home: bytes, split: int = auto.SPLIT, env=None) -> int:
     except OSError:
         log.line(b"alert: cannot start: qmail-send is already running")
         return 111
-    spawners = [Spawner(LOCAL, 1, 2), Spawner(REMOTE, 3, 4)]
     for s in spawners:
         try:
             byte = os.read(s.in_fd, 1)
@@ -944,26 +965,7 @@ def run(qmail_home: bytes, split: int = auto.SPLIT, env=None) -> int:
         try:
             os.set_blocking(s.out_fd, False)
         except OSError:
-            s.alive = False
-    send = Send(cfg, qmail_home, log, split, spawners, 5, 6, env)
-
-    def on_term(*_):
-        send.exiting = True
-
-    def on_alarm(*_):
-        send.flag_alarm = True
-
-    def on_hup(*_):
-        send.flag_hup = True
-
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    send.wakeup_fd = wake_r
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGHUP, on_hup)
+            send.lose_spawner(s)
     now = time.time()
     send.rebuild(now)
     send.status()

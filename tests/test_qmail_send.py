@@ -255,3 +255,29 @@ def test_orphan_scan_removes_old_leftovers(fresh_home):
         assert os.path.exists(os.path.join(q, "mess", "1", "47"))
     finally:
         h.stop()
+
+
+def _sigcgt(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def test_signals_caught_before_the_spawners_greet(fresh_home):
+    """send.md §1 step 4: TERM, ALRM and HUP are caught (flags only) before the
+    mutex and the greeting bytes; a HUP or ALRM while the spawners are still
+    starting does not kill qmail-send."""
+    configure(fresh_home, locals="host.example.com")
+    h = SendHarness(fresh_home, greet=False)
+    try:
+        wait_for(lambda: all(_sigcgt(h.pid) >> (sig - 1) & 1 for sig in (1, 14, 15)))
+        os.kill(h.pid, 1)
+        os.kill(h.pid, 14)
+        time.sleep(0.2)
+        h.greet()
+        h.read_log_until(rb"^status: local 0/10 remote 0/20$")
+        assert os.waitpid(h.pid, os.WNOHANG) == (0, 0)
+    finally:
+        h.stop()
