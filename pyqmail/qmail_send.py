@@ -184,7 +184,7 @@ class Job:
         self.complete = False           # the pass reached end of file cleanly
         self.outstanding = 0
         self.all_done = True            # every delivery got K or D
-        self.due = 0.0                  # when the pass was due
+        self.abandoned = False          # the pass was cut short by the exit
 
 
 class Spawner:
@@ -435,7 +435,6 @@ class Send:
             offset = end + 1
         too_old = now > birth + self.cfg.lifetime
         job = Job(ident, channel, path, records, sender, next_retry(birth, now, channel), too_old)
-        job.due = due
         self.jobs[channel] = job
         self.job_count += 1
 
@@ -459,9 +458,10 @@ class Send:
                 job.open = False
                 break
             if self.exiting:
-                # an interrupted pass keeps its due time: retried at once next run
+                # send.md §5.7: a pass still open at exit is never rescheduled,
+                # so its channel file keeps its mtime: retried at once next run
                 job.open = False
-                job.retry = job.due
+                job.abandoned = True
                 break
             slot = self.free_slot(channel)
             if slot is None:
@@ -481,10 +481,12 @@ class Send:
         command = (bytes((slot,)) + b"%d/%d\0" % (self.part(job.ident), job.ident)
                    + verp(job.sender, recipient) + b"\0" + recipient + b"\0")
         spawner.pending = command
-        self.flush_spawner(spawner)
         self.log.line(b"starting delivery %d: msg %d to %s %s"
                       % (number, job.ident, CHANNEL_NAME[job.channel], safe(recipient)))
         self.status()
+        # qmail writes the command after logging it (comm_do, next iteration),
+        # so a lost spawner's alert follows the `starting delivery` line
+        self.flush_spawner(spawner)
 
     def flush_spawner(self, spawner: Spawner) -> None:
         if not spawner.pending or not spawner.alive:
@@ -492,22 +494,20 @@ class Send:
         try:
             written = os.write(spawner.out_fd, spawner.pending)
             spawner.pending = spawner.pending[written:]
-        except BlockingIOError:
-            pass
-        except OSError:
+        except BrokenPipeError:
             self.lose_spawner(spawner)
+        except OSError:
+            pass  # qmail's comm_do(): only EPIPE means the spawner is gone
 
     def lose_spawner(self, spawner: Spawner) -> None:
+        """send.md §3.3: the channel is dead and its outstanding deliveries are
+        no longer awaited; their jobs never close, so their messages are not
+        rescheduled and keep their channel files' mtimes (retried at once at
+        the next start), as in qmail."""
         if spawner.alive:
             spawner.alive = False
             self.log.line(b"alert: oh no! lost spawn connection! dying...")
             self.exiting = True
-            for i, d in enumerate(spawner.slots):
-                if d is not None:
-                    spawner.slots[i] = None
-                    d.job.outstanding -= 1
-                    d.job.all_done = False
-                    self.maybe_close_job(spawner.channel, d.job)
 
     def read_results(self, spawner: Spawner) -> None:
         try:
@@ -589,6 +589,8 @@ class Send:
         if job.open or job.outstanding > 0:
             return
         self.job_count -= 1
+        if job.abandoned:
+            return
         now = time.time()
         if job.complete and job.all_done:
             try:

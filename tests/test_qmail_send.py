@@ -281,3 +281,81 @@ def test_signals_caught_before_the_spawners_greet(fresh_home):
         assert os.waitpid(h.pid, os.WNOHANG) == (0, 0)
     finally:
         h.stop()
+
+
+def test_lost_spawner_leaves_its_message_unscheduled(fresh_home):
+    """send.md §3.3/§5.7: a delivery outstanding on a lost spawner is no longer
+    awaited and its job never closes, so the channel file keeps its mtime and
+    the recipient is retried at once at the next start."""
+    configure(fresh_home, locals="host.example.com")
+    h = SendHarness(fresh_home)
+    try:
+        h.read_log_until(rb"^status: local 0/10")
+        inject(fresh_home, b"a@b", [b"c@host.example.com"])
+        slot, path, sender, rcpt = h.command(0)
+        part, ident = path.decode().split("/")
+        local = os.path.join(fresh_home, "queue", "local", part, ident)
+        before = os.stat(local).st_mtime
+        os.close(h.rep[0])                      # qmail-lspawn is gone
+        h.rep[0] = os.open(os.devnull, os.O_RDONLY)
+        h.read_log_until(rb"^alert: oh no! lost spawn connection! dying...$")
+        h.read_log_until(rb"^status: exiting$")
+    finally:
+        h.stop()
+    assert os.stat(local).st_mtime == before
+    h2 = SendHarness(fresh_home)
+    try:
+        slot, path2, sender, rcpt = h2.command(0, timeout=5)
+        assert (path2.decode(), rcpt) == (path.decode(), b"c@host.example.com")
+        h2.report(0, slot, b"K", b"ok\n")
+    finally:
+        h2.stop()
+
+
+def test_pass_cut_short_by_term_keeps_mtime(fresh_home):
+    """send.md §5.7: a message whose pass is still open at exit is not
+    rescheduled: its channel file keeps its mtime (no utime)."""
+    configure(fresh_home, locals="host.example.com", concurrencylocal="1")
+    h = SendHarness(fresh_home)
+    try:
+        h.read_log_until(rb"^status: local 0/1")
+        inject(fresh_home, b"a@b", [b"r1@host.example.com", b"r2@host.example.com"])
+        for _ in range(2):
+            slot, path, sender, rcpt = h.command(0)
+            h.report(0, slot, b"Z", b"later\n")
+        h.read_log_until(rb"deferral: later/\n(.*\n)*.*deferral: later/$")
+        part, ident = path.decode().split("/")
+        local = os.path.join(fresh_home, "queue", "local", part, ident)
+        before = os.stat(local).st_mtime
+        time.sleep(1.2)
+        os.kill(h.pid, 14)                      # ALRM: the pass opens now
+        slot, path, sender, rcpt = h.command(0)
+        assert rcpt == b"r1@host.example.com"
+        os.kill(h.pid, 15)
+        time.sleep(0.3)                         # TERM handled before the report
+        h.report(0, slot, b"Z", b"later\n")      # a deferral writes nothing
+        h.read_log_until(rb"^status: local 0/1 remote 0/20 exitasap$")
+        h.read_log_until(rb"^status: exiting$")
+    finally:
+        h.stop()
+    assert os.stat(local).st_mtime == before
+    assert read(local) == b"Tr1@host.example.com\0Tr2@host.example.com\0"
+
+
+def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
+    """qmail writes a command in the loop iteration after logging it: when the
+    spawner's pipe is gone (EPIPE) the alert follows `starting delivery` and
+    its status line, whose busy slot stays counted."""
+    configure(fresh_home, locals="host.example.com")
+    h = SendHarness(fresh_home)
+    try:
+        h.read_log_until(rb"^status: local 0/10")
+        os.close(h.cmd[0])                      # nobody reads qmail-send's fd 1
+        h.cmd[0] = os.open(os.devnull, os.O_RDONLY)
+        inject(fresh_home, b"a@b", [b"c@host.example.com"])
+        log = h.read_log_until(rb"^status: exiting$")
+        assert re.search(rb"^starting delivery \d+: msg \d+ to local c@host.example.com\n"
+                         rb"status: local 1/10 remote 0/20\n"
+                         rb"alert: oh no! lost spawn connection! dying...\n", log, re.M), log
+    finally:
+        h.stop()
