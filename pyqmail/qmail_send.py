@@ -800,18 +800,26 @@ class Send:
         except OSError:
             self.log.line(b"alert: unable to reread controls: unable to switch to home directory")
             return
+        # qmail's regetcontrols(): both files are read before either is used;
+        # any failure keeps both old values; `me` is the one read at start
         ctl = control.Control(b".")
         try:
-            entries = ctl.list(b"locals", use_me=True)
+            entries = ctl.list(b"locals")
             if entries is None:
-                raise control.ControlError(b"control/locals", b"missing")
-            self.cfg.set_locals(entries)
+                if self.cfg.me is None:
+                    raise control.ControlError(b"control/locals", b"missing")
+                entries = [self.cfg.me]
         except control.ControlError:
+            entries = None
             self.log.line(b"alert: unable to reread control/locals")
-        try:
-            self.cfg.set_virtualdomains(ctl.list(b"virtualdomains") or [])
-        except control.ControlError:
-            self.log.line(b"alert: unable to reread control/virtualdomains")
+        if entries is not None:
+            try:
+                vdoms = ctl.list(b"virtualdomains") or []
+            except control.ControlError:
+                self.log.line(b"alert: unable to reread control/virtualdomains")
+            else:
+                self.cfg.set_locals(entries)
+                self.cfg.set_virtualdomains(vdoms)
         while True:
             try:
                 os.chdir(b"queue")

@@ -342,6 +342,36 @@ def test_pass_cut_short_by_term_keeps_mtime(fresh_home):
     assert read(local) == b"Tr1@host.example.com\0Tr2@host.example.com\0"
 
 
+def test_hup_reread_is_all_or_nothing_and_keeps_me(send):
+    """send.md §6 / qmail's regetcontrols(): locals and virtualdomains are both
+    read before either is used, a failure keeps both old tables, and a missing
+    locals falls back to the `me` read at start, not a new one."""
+    send.read_log_until(rb"^status: local 0/10")
+    control = os.path.join(send.home, "control")
+    configure(send.home, locals="host.example.com\nnew.test")
+    os.unlink(os.path.join(control, "virtualdomains"))
+    os.mkdir(os.path.join(control, "virtualdomains"))   # unreadable
+    os.kill(send.pid, 1)
+    send.read_log_until(rb"^alert: unable to reread control/virtualdomains$")
+    inject(send.home, b"s@x", [b"ann@new.test"])
+    slot, path, sender, rcpt = send.command(1)          # old locals: remote
+    assert rcpt == b"ann@new.test"
+    send.report(1, slot, b"K", b"r\0Kok\n")
+    os.rmdir(os.path.join(control, "virtualdomains"))
+    os.unlink(os.path.join(control, "locals"))
+    configure(send.home, me="new.test")
+    os.kill(send.pid, 1)
+    time.sleep(0.5)  # the flag is handled in the main loop; a message queued now sees it
+    inject(send.home, b"s@x", [b"ann@new.test", b"joe@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    assert rcpt == b"joe@host.example.com"              # locals = the old me
+    send.report(0, slot, b"K", b"ok\n")
+    slot, path, sender, rcpt = send.command(1)
+    assert rcpt == b"ann@new.test"
+    send.report(1, slot, b"K", b"r\0Kok\n")
+    assert b"alert: unable to reread control/locals" not in send.log
+
+
 def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
     """qmail writes a command in the loop iteration after logging it: when the
     spawner's pipe is gone (EPIPE) the alert follows `starting delivery` and
