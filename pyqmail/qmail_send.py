@@ -521,19 +521,19 @@ class Send:
             return
         spawner.inbuf += data
         while True:
-            # a report is SLOT CODE TEXT NUL, ending at a NUL that is not its first byte
+            # a report is SLOT CODE TEXT NUL, ending at a NUL that is not its first
+            # byte; as qmail's dline, only its first REPORT_MAX bytes are kept
             end = spawner.inbuf.find(b"\0", 1)
             if end < 0:
-                if len(spawner.inbuf) > REPORT_MAX + 2:
-                    # cut an over-long report; keep reading to its NUL
-                    del spawner.inbuf[REPORT_MAX + 2:]
+                if len(spawner.inbuf) > REPORT_MAX:
+                    del spawner.inbuf[REPORT_MAX:]
                 return
-            report = bytes(spawner.inbuf[:end])
+            report = bytes(spawner.inbuf[:min(end, REPORT_MAX)])
             del spawner.inbuf[:end + 1]
-            self.result(spawner, report[0], report[1:REPORT_MAX + 1])
+            self.result(spawner, report[0], report[1:], end >= REPORT_MAX)
 
-    def result(self, spawner: Spawner, slot: int, report: bytes) -> None:
-        """send.md §5.5."""
+    def result(self, spawner: Spawner, slot: int, report: bytes, cut: bool = False) -> None:
+        """send.md §5.5.  cut: the report filled qmail's REPORT_MAX buffer."""
         if slot >= len(spawner.slots) or spawner.slots[slot] is None:
             self.log.line(b"warning: internal error: delivery report out of range")
             return
@@ -542,7 +542,9 @@ class Send:
         job = d.job
         code, text = report[:1], report[1:]
         if job.too_old and code == b"Z":
-            code, text = b"D", text + TOO_OLD
+            # qmail drops the NUL that ended its buffer (--dline.len): for a cut
+            # report that is the buffer's last text byte
+            code, text = b"D", (text[:-1] if cut else text) + TOO_OLD
         if code == b"K":
             self.log.line(b"delivery %d: success: %s" % (d.number, safe(text)))
             self.mark_done(job, d.offset)

@@ -372,6 +372,31 @@ def test_hup_reread_is_all_or_nothing_and_keeps_me(send):
     assert b"alert: unable to reread control/locals" not in send.log
 
 
+def test_long_reports_cut_as_qmail(send):
+    """qmail's REPORTMAX buffer keeps 10000 bytes of SLOT CODE TEXT: 9998 of
+    text; for an expired deferral the cut one loses one more byte before the
+    too-old sentence."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"a@b", [b"c@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"K", b"a" * 12000 + b"\n")
+    log = send.read_log_until(rb"^delivery \d+: success: a+$")
+    assert re.search(rb"^delivery \d+: success: (a+)$", log, re.M).group(1) == b"a" * 9998
+    inject(send.home, b"a@b", [b"d@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"Z", b"later\n")
+    send.read_log_until(rb"deferral: later/")
+    part, ident = path.decode().split("/")
+    old = time.time() - 604801
+    os.utime(os.path.join(send.home, "queue", "info", part, ident), (old, old))
+    os.kill(send.pid, 14)
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"Z", b"b" * 12000)
+    log = send.read_log_until(rb"^delivery \d+: failure: b+I'm_not")
+    assert re.search(rb"^delivery \d+: failure: (b+)I'm_not_going_to_try_again;"
+                     rb"_this_message_has_been_in_the_queue_too_long./$", log, re.M).group(1) == b"b" * 9997
+
+
 def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
     """qmail writes a command in the loop iteration after logging it: when the
     spawner's pipe is gone (EPIPE) the alert follows `starting delivery` and
