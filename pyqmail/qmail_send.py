@@ -411,17 +411,19 @@ class Send:
         due, ident = heapq.heappop(queue)
         self.queued[channel].discard(ident)
         path = self.path(CHANNEL_NAME[channel], ident)
+        trouble = path
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            info = self.path(b"info", ident)
-            with open(info, "rb") as f:
+            # qmail's getinfo(): the message names info/S/ID when it fails
+            trouble = self.path(b"info", ident)
+            with open(trouble, "rb") as f:
                 birth = os.fstat(f.fileno()).st_mtime
                 sender = f.read()
-            if not sender.startswith(b"F"):
+            if not sender.startswith(b"F") or b"\0" not in sender:
                 raise OSError(errno.EINVAL, "no sender")
         except OSError:
-            self.log.line(b"warning: trouble opening %s; will try again later" % path)
+            self.log.line(b"warning: trouble opening %s; will try again later" % trouble)
             self.enqueue(channel, ident, now + SYSTEM_RETRY)
             return
         sender = sender[1:].split(b"\0", 1)[0]

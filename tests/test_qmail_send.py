@@ -397,6 +397,22 @@ def test_long_reports_cut_as_qmail(send):
                      rb"_this_message_has_been_in_the_queue_too_long./$", log, re.M).group(1) == b"b" * 9997
 
 
+def test_unreadable_info_names_info_in_the_warning(send):
+    """qmail's pass_dochan(): when getinfo() fails the warning names info/S/ID
+    (fn was last set there), not the channel file."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"a@b", [b"c@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"Z", b"later\n")
+    send.read_log_until(rb"deferral: later/")
+    part, ident = path.decode().split("/")
+    with open(os.path.join(send.home, "queue", "info", part, ident), "wb") as f:
+        f.write(b"Xa@b\0")
+    os.kill(send.pid, 14)
+    send.read_log_until(rb"^warning: trouble opening info/%s/%s; will try again later$"
+                        % (part.encode(), ident.encode()))
+
+
 def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
     """qmail writes a command in the loop iteration after logging it: when the
     spawner's pipe is gone (EPIPE) the alert follows `starting delivery` and
