@@ -43,6 +43,17 @@ def safe(text: bytes) -> bytes:
 
 
 
+def stat_state(path: bytes) -> bool | None:
+    """True if path exists, False on ENOENT, None on any other stat error."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
 def next_retry(birth: float, now: float, channel: int) -> float:
     """send.md §5.2: birth + (floor(sqrt(age)) + chanskip)^2."""
     root = 0 if birth > now else math.isqrt(int(now - birth))
@@ -297,12 +308,15 @@ class Send:
         """send.md §4.1 for todo/ID."""
         todo = self.path(b"todo", ident)
         try:
-            with open(todo, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return
+            f = open(todo, "rb")
         except OSError:
             self.log.line(b"warning: unable to open " + todo)
+            return
+        try:
+            with f:
+                data = f.read()
+        except OSError:
+            self.log.line(b"warning: trouble reading " + todo)
             return
         mess = self.path(b"mess", ident)
         try:
@@ -329,21 +343,21 @@ class Send:
                 self.log.line(b"warning: unable to create " + info_name)
                 return
             self.log.line(b"new msg %d" % ident)
-            uid = qp = b"0"
+            uid = qp = 0
             for record in data.split(b"\0")[:-1]:
                 kind = record[:1]
                 if kind == b"u":
-                    uid = record[1:]
+                    uid = control.scan_ulong(record[1:]) or 0  # qmail's scan_ulong()
                 elif kind == b"p":
-                    qp = record[1:]
+                    qp = control.scan_ulong(record[1:]) or 0
                 elif kind == b"F":
                     try:
                         os.write(files[info_name], record + b"\0")
                     except OSError:
                         self.log.line(b"warning: trouble writing to " + info_name)
                         return
-                    self.log.line(b"info msg %d: bytes %d from <%s> qp %s uid %s"
-                                  % (ident, size, safe(record[1:]), safe(qp), safe(uid)))
+                    self.log.line(b"info msg %d: bytes %d from <%s> qp %d uid %d"
+                                  % (ident, size, safe(record[1:]), qp, uid))
                 elif kind == b"T":
                     channel, addr = self.cfg.rewrite(record[1:])
                     chunks[names[channel]].append(b"T" + addr + b"\0")
@@ -621,12 +635,16 @@ class Send:
         if not self.done or self.done[0][0] > now:
             return
         due, ident = heapq.heappop(self.done)
-        for kind in (b"local", b"remote", b"todo"):
-            if os.path.exists(self.path(kind, ident)):
-                return
         info = self.path(b"info", ident)
-        if not os.path.exists(info):
-            return
+        for kind in (b"local", b"remote", b"todo", b"info"):
+            path = self.path(kind, ident)
+            found = stat_state(path)
+            if found is None:
+                self.log.line(b"warning: unable to stat %s; will try again later" % path)
+                heapq.heappush(self.done, (now + SYSTEM_RETRY, ident))
+                return
+            if found != (kind == b"info"):
+                return  # a channel file or todo/ID exists, or info is gone
         if not self.send_bounce(ident):
             heapq.heappush(self.done, (now + SYSTEM_RETRY, ident))
             return
@@ -729,29 +747,34 @@ class Send:
                     self.schedule_existing(int(name), now)
 
     def schedule_existing(self, ident: int, now: float) -> None:
-        if os.path.exists(self.path(b"todo", ident)):
-            return
-        found = False
-        for channel in (LOCAL, REMOTE):
-            path = self.path(CHANNEL_NAME[channel], ident)
+        """qmail's pqadd(): info gone or todo present → nothing; each channel
+        file due at its mtime; neither → done; a stat error → retry-stat."""
+        due = []
+        for kind in (b"info", b"todo", b"local", b"remote"):
+            path = self.path(kind, ident)
             try:
                 st = os.stat(path)
             except FileNotFoundError:
+                if kind == b"info":
+                    return
                 continue
             except OSError:
                 self.log.line(b"warning: unable to stat %s; will try again later" % path)
                 heapq.heappush(self.retry_stat, (now + SYSTEM_RETRY, ident))
                 return
-            self.enqueue(channel, ident, st.st_mtime)
-            found = True
-        if not found:
+            if kind == b"todo":
+                return
+            if kind != b"info":
+                due.append((LOCAL if kind == b"local" else REMOTE, st.st_mtime))
+        for channel, when in due:
+            self.enqueue(channel, ident, when)
+        if not due:
             heapq.heappush(self.done, (now, ident))
 
     def retry_stat_step(self, now: float) -> None:
         if self.retry_stat and self.retry_stat[0][0] <= now:
             due, ident = heapq.heappop(self.retry_stat)
-            if os.path.exists(self.path(b"info", ident)):
-                self.schedule_existing(ident, now)
+            self.schedule_existing(ident, now)
 
     def save_schedule(self) -> None:
         for channel in (LOCAL, REMOTE):

@@ -413,6 +413,63 @@ def test_unreadable_info_names_info_in_the_warning(send):
                         % (part.encode(), ident.encode()))
 
 
+def test_info_msg_numbers_are_scanned(fresh_home):
+    """qmail's todo_do(): `u` and `p` records are read with scan_ulong() and
+    logged as numbers (leading digits, else 0)."""
+    configure(fresh_home, locals="host.example.com")
+    q = os.path.join(fresh_home, "queue")
+    ident = 1000
+    for path, data in ((os.path.join(q, "mess", str(ident % SPLIT), str(ident)), b"body\n"),
+                       (os.path.join(q, "todo", str(ident)), b"u12x\0pq\0Fs@x\0Tr@host.example.com\0")):
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chown(path, uid("qmailq"), -1)
+    h = SendHarness(fresh_home)
+    try:
+        slot, path, sender, rcpt = h.command(0)
+        h.report(0, slot, b"K", b"ok\n")
+        h.read_log_until(rb"^end msg 1000$")
+        assert b"\ninfo msg 1000: bytes 5 from <s@x> qp 0 uid 12\n" in h.log
+    finally:
+        h.stop()
+
+
+def test_stat_error_at_completion_is_retried(send):
+    """send.md §5.6 / qmail's messdone(): a stat error other than ENOENT on a
+    channel file logs `unable to stat FILE; will try again later` and the
+    message waits 123 s instead of being finished."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"a@b", [b"c@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    part, ident = path.decode().split("/")
+    remote_dir = os.path.join(send.home, "queue", "remote", part)
+    os.chmod(remote_dir, 0)
+    try:
+        send.report(0, slot, b"K", b"ok\n")
+        send.read_log_until(rb"^warning: unable to stat remote/%s/%s; will try again later$"
+                            % (part.encode(), ident.encode()))
+        time.sleep(0.3)
+        send.read_log_until(rb"^status: local 0/10")
+        assert b"end msg %s\n" % ident.encode() not in send.log
+        assert os.path.exists(os.path.join(send.home, "queue", "info", part, ident))
+    finally:
+        os.chmod(remote_dir, 0o700)
+
+
+def test_vanished_todo_entry_is_a_warning(tmp_path, monkeypatch):
+    """qmail's todo_do(): a todo/ID that cannot be opened, even for ENOENT,
+    logs `warning: unable to open todo/ID`."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("todo")
+    r, w = os.pipe()
+    cfg = object.__new__(qmail_send.Config)
+    s = qmail_send.Send(cfg, b"/nonexistent", qmail_send.Log(w), SPLIT, [], -1, -1)
+    s.preprocess(12345, time.time())
+    os.close(w)
+    assert os.read(r, 1000) == b"warning: unable to open todo/12345\n"
+    os.close(r)
+
+
 def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
     """qmail writes a command in the loop iteration after logging it: when the
     spawner's pipe is gone (EPIPE) the alert follows `starting delivery` and
