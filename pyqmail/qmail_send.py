@@ -141,6 +141,8 @@ class Config:
 
     def unvirtual(self, addr: bytes) -> bytes:
         """send.md §8.2: the recipient with its virtual-domain prefix removed."""
+        if b"@" not in addr:
+            return addr  # qmail's stripvdomprepend(): no @, no lookup
         value = self.virtual(addr, with_address=False)
         if value and addr.startswith(value + b"-"):
             return addr[len(value) + 1:]
@@ -157,10 +159,8 @@ def verp(sender: bytes, recipient: bytes) -> bytes:
         return sender
     rat = recipient.rfind(b"@")
     if rat < 0:
-        box, dom = recipient, b""
-    else:
-        box, dom = recipient[:rat], recipient[rat + 1:]
-    return core[:at] + box + b"=" + dom + b"@" + core[at + 1:]
+        return sender  # qmail's senderadd(): no @ in the recipient, no VERP
+    return core[:at] + recipient[:rat] + b"=" + recipient[rat + 1:] + b"@" + core[at + 1:]
 
 
 def bounce_block(recipient: bytes, text: bytes) -> bytes:
@@ -661,22 +661,25 @@ class Send:
         """send.md §8: queue one bounce for bounce/ID, if there is one."""
         bounce = self.path(b"bounce", ident)
         try:
-            with open(bounce, "rb") as f:
-                report = f.read()
-        except FileNotFoundError:
-            return True
+            with open(self.path(b"info", ident), "rb") as f:
+                info = f.read()
         except OSError:
+            return False
+        if not info.startswith(b"F") or b"\0" not in info:
+            return False  # qmail's getinfo() fails: retried silently
+        sender = info[1:].split(b"\0", 1)[0]
+        found = stat_state(bounce)
+        if found is False:
+            return True
+        if found is None:
             self.log.line(b"warning: unable to stat " + bounce)
             return False
-        try:
-            with open(self.path(b"info", ident), "rb") as f:
-                sender = f.read()[1:].split(b"\0", 1)[0]
-        except OSError:
-            return False
+        if sender.endswith(b"-@[]"):
+            sender = sender[:-4]  # owner-@host-@[] -> owner-@host, before the #@[] test
         if sender == b"#@[]":
             self.log.line(b"triple bounce: discarding " + bounce)
         else:
-            qp = self.inject_bounce(ident, sender, report)
+            qp = self.inject_bounce(ident, sender)
             if qp is None:
                 return False
             self.log.line(b"bounce msg %d qp %d" % (ident, qp))
@@ -687,11 +690,9 @@ class Send:
             return False
         return True
 
-    def inject_bounce(self, ident: int, sender: bytes, report: bytes) -> int | None:
+    def inject_bounce(self, ident: int, sender: bytes) -> int | None:
         from pyqmail import qmail
         cfg = self.cfg
-        if sender.endswith(b"-@[]"):
-            sender = sender[:-4]
         double = not sender
         if double:
             recipient = cfg.doublebounceto + b"@" + cfg.doublebouncehost
@@ -707,10 +708,9 @@ class Send:
         else:
             head.append(b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
                         b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n")
-        head.append(report)
-        head.append(b"--- Below this line is the original bounce.\n\n" if double
-                    else b"--- Below this line is a copy of the message.\n\n")
-        head.append(b"Return-Path: <%s>\n" % quote.quote2(sender))
+        tail = (b"--- Below this line is the original bounce.\n\n" if double
+                else b"--- Below this line is a copy of the message.\n\n")
+        tail += b"Return-Path: <%s>\n" % quote.quote2(sender)
         qq = qmail.Qmail(self.qmail_home, self.env)
         try:
             qq.open()
@@ -718,12 +718,15 @@ class Send:
             self.log.line(b"warning: unable to start qmail-queue, will try later")
             return None
         qq.put(b"".join(head))
-        try:
-            with open(self.path(b"mess", ident), "rb") as f:
-                while chunk := f.read(65536):
-                    qq.put(chunk)
-        except OSError:
-            qq.fail()
+        # bounce/ID, then the message; an unreadable one fails the injection
+        for name, before in ((self.path(b"bounce", ident), b""), (self.path(b"mess", ident), tail)):
+            qq.put(before)
+            try:
+                with open(name, "rb") as f:
+                    while chunk := f.read(65536):
+                        qq.put(chunk)
+            except OSError:
+                qq.fail()
         qq.from_(b"#@[]" if double else b"")
         qq.to(recipient)
         if qq.close():

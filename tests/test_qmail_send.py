@@ -413,6 +413,23 @@ def test_unreadable_info_names_info_in_the_warning(send):
                         % (part.encode(), ident.encode()))
 
 
+def test_verp_needs_an_at_in_the_recipient():
+    assert qmail_send.verp(b"list-@lists.example.com-@[]", b"joe") == b"list-@lists.example.com-@[]"
+
+
+def test_verp_cut_before_the_triple_bounce_test(send):
+    """qmail's injectbounce(): `-@[]` is cut first, so `#@[]-@[]` is a double
+    bounce's sender: a failure is a triple bounce, discarded."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"#@[]-@[]", [b"nosuch@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"D", b"no mailbox\n")
+    ident = path.decode().split("/")[1]
+    send.read_log_until(rb"^end msg %s$" % ident.encode())
+    assert b"triple bounce: discarding bounce/%s\n" % ident.encode() in send.log
+    assert b"bounce msg %s" % ident.encode() not in send.log
+
+
 def test_info_msg_numbers_are_scanned(fresh_home):
     """qmail's todo_do(): `u` and `p` records are read with scan_ulong() and
     logged as numbers (leading digits, else 0)."""
@@ -468,6 +485,14 @@ def test_vanished_todo_entry_is_a_warning(tmp_path, monkeypatch):
     os.close(w)
     assert os.read(r, 1000) == b"warning: unable to open todo/12345\n"
     os.close(r)
+
+
+def test_unvirtual_needs_an_at():
+    """qmail's stripvdomprepend(): a recipient without @ is left alone."""
+    cfg = object.__new__(qmail_send.Config)
+    cfg.set_virtualdomains([b":alice"])
+    assert cfg.unvirtual(b"alice-joe") == b"alice-joe"
+    assert cfg.unvirtual(b"alice-joe@x") == b"joe@x"
 
 
 def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
