@@ -61,14 +61,20 @@ def next_retry(birth: float, now: float, channel: int) -> float:
 
 
 class Log:
-    """The activity log on fd 0: one write per line, errors ignored."""
+    """The activity log on fd 0: one write per line (continued if cut short),
+    errors ignored."""
 
     def __init__(self, fd: int = 0):
         self.fd = fd
 
     def line(self, text: bytes) -> None:
+        data = text + b"\n"
         try:
-            os.write(self.fd, text + b"\n")
+            while data:  # a signal may cut a write short: finish the line
+                written = os.write(self.fd, data)
+                if written <= 0:
+                    break
+                data = data[written:]
         except OSError:
             pass
 

@@ -495,6 +495,19 @@ def test_unvirtual_needs_an_at():
     assert cfg.unvirtual(b"alice-joe@x") == b"joe@x"
 
 
+def test_log_line_finishes_a_short_write(monkeypatch):
+    """A write cut short (a signal during a blocked write) is continued: the
+    reader sees the whole line."""
+    r, w = os.pipe()
+    real = os.write
+    monkeypatch.setattr(qmail_send.os, "write", lambda fd, data: real(fd, data[:7]))
+    qmail_send.Log(w).line(b"status: local 0/10 remote 0/20")
+    monkeypatch.undo()
+    os.close(w)
+    assert os.read(r, 1000) == b"status: local 0/10 remote 0/20\n"
+    os.close(r)
+
+
 def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
     """qmail writes a command in the loop iteration after logging it: when the
     spawner's pipe is gone (EPIPE) the alert follows `starting delivery` and
