@@ -43,6 +43,17 @@ def safe(text: bytes) -> bytes:
 
 
 
+def stat_state(path: bytes) -> bool | None:
+    """True if path exists, False on ENOENT, None on any other stat error."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
 def next_retry(birth: float, now: float, channel: int) -> float:
     """send.md §5.2: birth + (floor(sqrt(age)) + chanskip)^2."""
     root = 0 if birth > now else math.isqrt(int(now - birth))
@@ -50,14 +61,20 @@ def next_retry(birth: float, now: float, channel: int) -> float:
 
 
 class Log:
-    """The activity log on fd 0: one write per line, errors ignored."""
+    """The activity log on fd 0: one write per line (continued if cut short),
+    errors ignored."""
 
     def __init__(self, fd: int = 0):
         self.fd = fd
 
     def line(self, text: bytes) -> None:
+        data = text + b"\n"
         try:
-            os.write(self.fd, text + b"\n")
+            while data:  # a signal may cut a write short: finish the line
+                written = os.write(self.fd, data)
+                if written <= 0:
+                    break
+                data = data[written:]
         except OSError:
             pass
 
@@ -130,6 +147,8 @@ class Config:
 
     def unvirtual(self, addr: bytes) -> bytes:
         """send.md §8.2: the recipient with its virtual-domain prefix removed."""
+        if b"@" not in addr:
+            return addr  # qmail's stripvdomprepend(): no @, no lookup
         value = self.virtual(addr, with_address=False)
         if value and addr.startswith(value + b"-"):
             return addr[len(value) + 1:]
@@ -146,10 +165,8 @@ def verp(sender: bytes, recipient: bytes) -> bytes:
         return sender
     rat = recipient.rfind(b"@")
     if rat < 0:
-        box, dom = recipient, b""
-    else:
-        box, dom = recipient[:rat], recipient[rat + 1:]
-    return core[:at] + box + b"=" + dom + b"@" + core[at + 1:]
+        return sender  # qmail's senderadd(): no @ in the recipient, no VERP
+    return core[:at] + recipient[:rat] + b"=" + recipient[rat + 1:] + b"@" + core[at + 1:]
 
 
 def bounce_block(recipient: bytes, text: bytes) -> bytes:
@@ -184,7 +201,7 @@ class Job:
         self.complete = False           # the pass reached end of file cleanly
         self.outstanding = 0
         self.all_done = True            # every delivery got K or D
-        self.due = 0.0                  # when the pass was due
+        self.abandoned = False          # the pass was cut short by the exit
 
 
 class Spawner:
@@ -297,12 +314,15 @@ class Send:
         """send.md §4.1 for todo/ID."""
         todo = self.path(b"todo", ident)
         try:
-            with open(todo, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return
+            f = open(todo, "rb")
         except OSError:
             self.log.line(b"warning: unable to open " + todo)
+            return
+        try:
+            with f:
+                data = f.read()
+        except OSError:
+            self.log.line(b"warning: trouble reading " + todo)
             return
         mess = self.path(b"mess", ident)
         try:
@@ -329,21 +349,21 @@ class Send:
                 self.log.line(b"warning: unable to create " + info_name)
                 return
             self.log.line(b"new msg %d" % ident)
-            uid = qp = b"0"
+            uid = qp = 0
             for record in data.split(b"\0")[:-1]:
                 kind = record[:1]
                 if kind == b"u":
-                    uid = record[1:]
+                    uid = control.scan_ulong(record[1:]) or 0  # qmail's scan_ulong()
                 elif kind == b"p":
-                    qp = record[1:]
+                    qp = control.scan_ulong(record[1:]) or 0
                 elif kind == b"F":
                     try:
                         os.write(files[info_name], record + b"\0")
                     except OSError:
                         self.log.line(b"warning: trouble writing to " + info_name)
                         return
-                    self.log.line(b"info msg %d: bytes %d from <%s> qp %s uid %s"
-                                  % (ident, size, safe(record[1:]), safe(qp), safe(uid)))
+                    self.log.line(b"info msg %d: bytes %d from <%s> qp %d uid %d"
+                                  % (ident, size, safe(record[1:]), qp, uid))
                 elif kind == b"T":
                     channel, addr = self.cfg.rewrite(record[1:])
                     chunks[names[channel]].append(b"T" + addr + b"\0")
@@ -411,17 +431,19 @@ class Send:
         due, ident = heapq.heappop(queue)
         self.queued[channel].discard(ident)
         path = self.path(CHANNEL_NAME[channel], ident)
+        trouble = path
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            info = self.path(b"info", ident)
-            with open(info, "rb") as f:
+            # qmail's getinfo(): the message names info/S/ID when it fails
+            trouble = self.path(b"info", ident)
+            with open(trouble, "rb") as f:
                 birth = os.fstat(f.fileno()).st_mtime
                 sender = f.read()
-            if not sender.startswith(b"F"):
+            if not sender.startswith(b"F") or b"\0" not in sender:
                 raise OSError(errno.EINVAL, "no sender")
         except OSError:
-            self.log.line(b"warning: trouble opening %s; will try again later" % path)
+            self.log.line(b"warning: trouble opening %s; will try again later" % trouble)
             self.enqueue(channel, ident, now + SYSTEM_RETRY)
             return
         sender = sender[1:].split(b"\0", 1)[0]
@@ -435,7 +457,6 @@ class Send:
             offset = end + 1
         too_old = now > birth + self.cfg.lifetime
         job = Job(ident, channel, path, records, sender, next_retry(birth, now, channel), too_old)
-        job.due = due
         self.jobs[channel] = job
         self.job_count += 1
 
@@ -459,9 +480,10 @@ class Send:
                 job.open = False
                 break
             if self.exiting:
-                # an interrupted pass keeps its due time: retried at once next run
+                # send.md §5.7: a pass still open at exit is never rescheduled,
+                # so its channel file keeps its mtime: retried at once next run
                 job.open = False
-                job.retry = job.due
+                job.abandoned = True
                 break
             slot = self.free_slot(channel)
             if slot is None:
@@ -481,10 +503,12 @@ class Send:
         command = (bytes((slot,)) + b"%d/%d\0" % (self.part(job.ident), job.ident)
                    + verp(job.sender, recipient) + b"\0" + recipient + b"\0")
         spawner.pending = command
-        self.flush_spawner(spawner)
         self.log.line(b"starting delivery %d: msg %d to %s %s"
                       % (number, job.ident, CHANNEL_NAME[job.channel], safe(recipient)))
         self.status()
+        # qmail writes the command after logging it (comm_do, next iteration),
+        # so a lost spawner's alert follows the `starting delivery` line
+        self.flush_spawner(spawner)
 
     def flush_spawner(self, spawner: Spawner) -> None:
         if not spawner.pending or not spawner.alive:
@@ -492,22 +516,20 @@ class Send:
         try:
             written = os.write(spawner.out_fd, spawner.pending)
             spawner.pending = spawner.pending[written:]
-        except BlockingIOError:
-            pass
-        except OSError:
+        except BrokenPipeError:
             self.lose_spawner(spawner)
+        except OSError:
+            pass  # qmail's comm_do(): only EPIPE means the spawner is gone
 
     def lose_spawner(self, spawner: Spawner) -> None:
+        """send.md §3.3: the channel is dead and its outstanding deliveries are
+        no longer awaited; their jobs never close, so their messages are not
+        rescheduled and keep their channel files' mtimes (retried at once at
+        the next start), as in qmail."""
         if spawner.alive:
             spawner.alive = False
             self.log.line(b"alert: oh no! lost spawn connection! dying...")
             self.exiting = True
-            for i, d in enumerate(spawner.slots):
-                if d is not None:
-                    spawner.slots[i] = None
-                    d.job.outstanding -= 1
-                    d.job.all_done = False
-                    self.maybe_close_job(spawner.channel, d.job)
 
     def read_results(self, spawner: Spawner) -> None:
         try:
@@ -521,19 +543,19 @@ class Send:
             return
         spawner.inbuf += data
         while True:
-            # a report is SLOT CODE TEXT NUL, ending at a NUL that is not its first byte
+            # a report is SLOT CODE TEXT NUL, ending at a NUL that is not its first
+            # byte; as qmail's dline, only its first REPORT_MAX bytes are kept
             end = spawner.inbuf.find(b"\0", 1)
             if end < 0:
-                if len(spawner.inbuf) > REPORT_MAX + 2:
-                    # cut an over-long report; keep reading to its NUL
-                    del spawner.inbuf[REPORT_MAX + 2:]
+                if len(spawner.inbuf) > REPORT_MAX:
+                    del spawner.inbuf[REPORT_MAX:]
                 return
-            report = bytes(spawner.inbuf[:end])
+            report = bytes(spawner.inbuf[:min(end, REPORT_MAX)])
             del spawner.inbuf[:end + 1]
-            self.result(spawner, report[0], report[1:REPORT_MAX + 1])
+            self.result(spawner, report[0], report[1:], end >= REPORT_MAX)
 
-    def result(self, spawner: Spawner, slot: int, report: bytes) -> None:
-        """send.md §5.5."""
+    def result(self, spawner: Spawner, slot: int, report: bytes, cut: bool = False) -> None:
+        """send.md §5.5.  cut: the report filled qmail's REPORT_MAX buffer."""
         if slot >= len(spawner.slots) or spawner.slots[slot] is None:
             self.log.line(b"warning: internal error: delivery report out of range")
             return
@@ -542,7 +564,9 @@ class Send:
         job = d.job
         code, text = report[:1], report[1:]
         if job.too_old and code == b"Z":
-            code, text = b"D", text + TOO_OLD
+            # qmail drops the NUL that ended its buffer (--dline.len): for a cut
+            # report that is the buffer's last text byte
+            code, text = b"D", (text[:-1] if cut else text) + TOO_OLD
         if code == b"K":
             self.log.line(b"delivery %d: success: %s" % (d.number, safe(text)))
             self.mark_done(job, d.offset)
@@ -589,6 +613,8 @@ class Send:
         if job.open or job.outstanding > 0:
             return
         self.job_count -= 1
+        if job.abandoned:
+            return
         now = time.time()
         if job.complete and job.all_done:
             try:
@@ -615,12 +641,16 @@ class Send:
         if not self.done or self.done[0][0] > now:
             return
         due, ident = heapq.heappop(self.done)
-        for kind in (b"local", b"remote", b"todo"):
-            if os.path.exists(self.path(kind, ident)):
-                return
         info = self.path(b"info", ident)
-        if not os.path.exists(info):
-            return
+        for kind in (b"local", b"remote", b"todo", b"info"):
+            path = self.path(kind, ident)
+            found = stat_state(path)
+            if found is None:
+                self.log.line(b"warning: unable to stat %s; will try again later" % path)
+                heapq.heappush(self.done, (now + SYSTEM_RETRY, ident))
+                return
+            if found != (kind == b"info"):
+                return  # a channel file or todo/ID exists, or info is gone
         if not self.send_bounce(ident):
             heapq.heappush(self.done, (now + SYSTEM_RETRY, ident))
             return
@@ -637,22 +667,25 @@ class Send:
         """send.md §8: queue one bounce for bounce/ID, if there is one."""
         bounce = self.path(b"bounce", ident)
         try:
-            with open(bounce, "rb") as f:
-                report = f.read()
-        except FileNotFoundError:
-            return True
+            with open(self.path(b"info", ident), "rb") as f:
+                info = f.read()
         except OSError:
+            return False
+        if not info.startswith(b"F") or b"\0" not in info:
+            return False  # qmail's getinfo() fails: retried silently
+        sender = info[1:].split(b"\0", 1)[0]
+        found = stat_state(bounce)
+        if found is False:
+            return True
+        if found is None:
             self.log.line(b"warning: unable to stat " + bounce)
             return False
-        try:
-            with open(self.path(b"info", ident), "rb") as f:
-                sender = f.read()[1:].split(b"\0", 1)[0]
-        except OSError:
-            return False
+        if sender.endswith(b"-@[]"):
+            sender = sender[:-4]  # owner-@host-@[] -> owner-@host, before the #@[] test
         if sender == b"#@[]":
             self.log.line(b"triple bounce: discarding " + bounce)
         else:
-            qp = self.inject_bounce(ident, sender, report)
+            qp = self.inject_bounce(ident, sender)
             if qp is None:
                 return False
             self.log.line(b"bounce msg %d qp %d" % (ident, qp))
@@ -663,11 +696,9 @@ class Send:
             return False
         return True
 
-    def inject_bounce(self, ident: int, sender: bytes, report: bytes) -> int | None:
+    def inject_bounce(self, ident: int, sender: bytes) -> int | None:
         from pyqmail import qmail
         cfg = self.cfg
-        if sender.endswith(b"-@[]"):
-            sender = sender[:-4]
         double = not sender
         if double:
             recipient = cfg.doublebounceto + b"@" + cfg.doublebouncehost
@@ -683,10 +714,9 @@ class Send:
         else:
             head.append(b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
                         b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n")
-        head.append(report)
-        head.append(b"--- Below this line is the original bounce.\n\n" if double
-                    else b"--- Below this line is a copy of the message.\n\n")
-        head.append(b"Return-Path: <%s>\n" % quote.quote2(sender))
+        tail = (b"--- Below this line is the original bounce.\n\n" if double
+                else b"--- Below this line is a copy of the message.\n\n")
+        tail += b"Return-Path: <%s>\n" % quote.quote2(sender)
         qq = qmail.Qmail(self.qmail_home, self.env)
         try:
             qq.open()
@@ -694,12 +724,15 @@ class Send:
             self.log.line(b"warning: unable to start qmail-queue, will try later")
             return None
         qq.put(b"".join(head))
-        try:
-            with open(self.path(b"mess", ident), "rb") as f:
-                while chunk := f.read(65536):
-                    qq.put(chunk)
-        except OSError:
-            qq.fail()
+        # bounce/ID, then the message; an unreadable one fails the injection
+        for name, before in ((self.path(b"bounce", ident), b""), (self.path(b"mess", ident), tail)):
+            qq.put(before)
+            try:
+                with open(name, "rb") as f:
+                    while chunk := f.read(65536):
+                        qq.put(chunk)
+            except OSError:
+                qq.fail()
         qq.from_(b"#@[]" if double else b"")
         qq.to(recipient)
         if qq.close():
@@ -723,29 +756,34 @@ class Send:
                     self.schedule_existing(int(name), now)
 
     def schedule_existing(self, ident: int, now: float) -> None:
-        if os.path.exists(self.path(b"todo", ident)):
-            return
-        found = False
-        for channel in (LOCAL, REMOTE):
-            path = self.path(CHANNEL_NAME[channel], ident)
+        """qmail's pqadd(): info gone or todo present → nothing; each channel
+        file due at its mtime; neither → done; a stat error → retry-stat."""
+        due = []
+        for kind in (b"info", b"todo", b"local", b"remote"):
+            path = self.path(kind, ident)
             try:
                 st = os.stat(path)
             except FileNotFoundError:
+                if kind == b"info":
+                    return
                 continue
             except OSError:
                 self.log.line(b"warning: unable to stat %s; will try again later" % path)
                 heapq.heappush(self.retry_stat, (now + SYSTEM_RETRY, ident))
                 return
-            self.enqueue(channel, ident, st.st_mtime)
-            found = True
-        if not found:
+            if kind == b"todo":
+                return
+            if kind != b"info":
+                due.append((LOCAL if kind == b"local" else REMOTE, st.st_mtime))
+        for channel, when in due:
+            self.enqueue(channel, ident, when)
+        if not due:
             heapq.heappush(self.done, (now, ident))
 
     def retry_stat_step(self, now: float) -> None:
         if self.retry_stat and self.retry_stat[0][0] <= now:
             due, ident = heapq.heappop(self.retry_stat)
-            if os.path.exists(self.path(b"info", ident)):
-                self.schedule_existing(ident, now)
+            self.schedule_existing(ident, now)
 
     def save_schedule(self) -> None:
         for channel in (LOCAL, REMOTE):
@@ -798,18 +836,26 @@ class Send:
         except OSError:
             self.log.line(b"alert: unable to reread controls: unable to switch to home directory")
             return
+        # qmail's regetcontrols(): both files are read before either is used;
+        # any failure keeps both old values; `me` is the one read at start
         ctl = control.Control(b".")
         try:
-            entries = ctl.list(b"locals", use_me=True)
+            entries = ctl.list(b"locals")
             if entries is None:
-                raise control.ControlError(b"control/locals", b"missing")
-            self.cfg.set_locals(entries)
+                if self.cfg.me is None:
+                    raise control.ControlError(b"control/locals", b"missing")
+                entries = [self.cfg.me]
         except control.ControlError:
+            entries = None
             self.log.line(b"alert: unable to reread control/locals")
-        try:
-            self.cfg.set_virtualdomains(ctl.list(b"virtualdomains") or [])
-        except control.ControlError:
-            self.log.line(b"alert: unable to reread control/virtualdomains")
+        if entries is not None:
+            try:
+                vdoms = ctl.list(b"virtualdomains") or []
+            except control.ControlError:
+                self.log.line(b"alert: unable to reread control/virtualdomains")
+            else:
+                self.cfg.set_locals(entries)
+                self.cfg.set_virtualdomains(vdoms)
         while True:
             try:
                 os.chdir(b"queue")
@@ -916,7 +962,29 @@ def run(qmail_home: bytes, split: int = auto.SPLIT, env=None) -> int:
     except OSError:
         log.line(b"alert: cannot start: unable to switch to queue directory")
         return 111
+    spawners = [Spawner(LOCAL, 1, 2), Spawner(REMOTE, 3, 4)]
+    send = Send(cfg, qmail_home, log, split, spawners, 5, 6, env)
+
+    def on_term(*_):
+        send.exiting = True
+
+    def on_alarm(*_):
+        send.flag_alarm = True
+
+    def on_hup(*_):
+        send.flag_hup = True
+
+    # send.md §1 step 4: the flags are caught from here on, before the mutex
+    # and the spawners' greetings, so an early TERM/ALRM/HUP never kills us
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    send.wakeup_fd = wake_r
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.umask(0o077)
     try:
@@ -929,7 +997,6 @@ def run(qmail_home: bytes, split: int = auto.SPLIT, env=None) -> int:
     except OSError:
         log.line(b"alert: cannot start: qmail-send is already running")
         return 111
-    spawners = [Spawner(LOCAL, 1, 2), Spawner(REMOTE, 3, 4)]
     for s in spawners:
         try:
             byte = os.read(s.in_fd, 1)
@@ -944,26 +1011,7 @@ def run(qmail_home: bytes, split: int = auto.SPLIT, env=None) -> int:
         try:
             os.set_blocking(s.out_fd, False)
         except OSError:
-            s.alive = False
-    send = Send(cfg, qmail_home, log, split, spawners, 5, 6, env)
-
-    def on_term(*_):
-        send.exiting = True
-
-    def on_alarm(*_):
-        send.flag_alarm = True
-
-    def on_hup(*_):
-        send.flag_hup = True
-
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    send.wakeup_fd = wake_r
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGHUP, on_hup)
+            send.lose_spawner(s)
     now = time.time()
     send.rebuild(now)
     send.status()

@@ -13,7 +13,7 @@ from queueutil import QueueService
 
 
 class SendHarness:
-    def __init__(self, home: str, spawn_limit=(120, 120)):
+    def __init__(self, home: str, spawn_limit=(120, 120), greet=True):
         self.home = home
         self.service = QueueService(home).start()
         self.log_r, log_w = os.pipe()
@@ -33,10 +33,16 @@ class SendHarness:
             os.close(fd)
         self.cmd = [l1r, r3r]
         self.rep = [l2w, r4w]
-        os.write(l2w, bytes((spawn_limit[0],)))
-        os.write(r4w, bytes((spawn_limit[1],)))
+        self.spawn_limit = spawn_limit
+        if greet:
+            self.greet()
         self.log = b""
         self.cmdbuf = [b"", b""]
+
+    def greet(self):
+        """The spawners' greeting bytes (send.md §7.1)."""
+        for fd, limit in zip(self.rep, self.spawn_limit):
+            os.write(fd, bytes((limit,)))
 
     @staticmethod
     def _spawn(argv, fds, as_uid, as_gid):

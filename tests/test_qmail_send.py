@@ -276,3 +276,273 @@ def test_orphan_scan_removes_old_leftovers(fresh_home):
         assert os.path.exists(os.path.join(q, "mess", "1", "47"))
     finally:
         h.stop()
+
+
+def _sigcgt(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def test_signals_caught_before_the_spawners_greet(fresh_home):
+    """send.md §1 step 4: TERM, ALRM and HUP are caught (flags only) before the
+    mutex and the greeting bytes; a HUP or ALRM while the spawners are still
+    starting does not kill qmail-send."""
+    configure(fresh_home, locals="host.example.com")
+    h = SendHarness(fresh_home, greet=False)
+    try:
+        wait_for(lambda: all(_sigcgt(h.pid) >> (sig - 1) & 1 for sig in (1, 14, 15)))
+        os.kill(h.pid, 1)
+        os.kill(h.pid, 14)
+        time.sleep(0.2)
+        h.greet()
+        h.read_log_until(rb"^status: local 0/10 remote 0/20$")
+        assert os.waitpid(h.pid, os.WNOHANG) == (0, 0)
+    finally:
+        h.stop()
+
+
+def test_lost_spawner_leaves_its_message_unscheduled(fresh_home):
+    """send.md §3.3/§5.7: a delivery outstanding on a lost spawner is no longer
+    awaited and its job never closes, so the channel file keeps its mtime and
+    the recipient is retried at once at the next start."""
+    configure(fresh_home, locals="host.example.com")
+    h = SendHarness(fresh_home)
+    try:
+        h.read_log_until(rb"^status: local 0/10")
+        inject(fresh_home, b"a@b", [b"c@host.example.com"])
+        slot, path, sender, rcpt = h.command(0)
+        part, ident = path.decode().split("/")
+        local = os.path.join(fresh_home, "queue", "local", part, ident)
+        before = os.stat(local).st_mtime
+        os.close(h.rep[0])                      # qmail-lspawn is gone
+        h.rep[0] = os.open(os.devnull, os.O_RDONLY)
+        h.read_log_until(rb"^alert: oh no! lost spawn connection! dying...$")
+        h.read_log_until(rb"^status: exiting$")
+    finally:
+        h.stop()
+    assert os.stat(local).st_mtime == before
+    h2 = SendHarness(fresh_home)
+    try:
+        slot, path2, sender, rcpt = h2.command(0, timeout=5)
+        assert (path2.decode(), rcpt) == (path.decode(), b"c@host.example.com")
+        h2.report(0, slot, b"K", b"ok\n")
+    finally:
+        h2.stop()
+
+
+def test_pass_cut_short_by_term_keeps_mtime(fresh_home):
+    """send.md §5.7: a message whose pass is still open at exit is not
+    rescheduled: its channel file keeps its mtime (no utime)."""
+    configure(fresh_home, locals="host.example.com", concurrencylocal="1")
+    h = SendHarness(fresh_home)
+    try:
+        h.read_log_until(rb"^status: local 0/1")
+        inject(fresh_home, b"a@b", [b"r1@host.example.com", b"r2@host.example.com"])
+        for _ in range(2):
+            slot, path, sender, rcpt = h.command(0)
+            h.report(0, slot, b"Z", b"later\n")
+        h.read_log_until(rb"deferral: later/\n(.*\n)*.*deferral: later/$")
+        part, ident = path.decode().split("/")
+        local = os.path.join(fresh_home, "queue", "local", part, ident)
+        before = os.stat(local).st_mtime
+        time.sleep(1.2)
+        os.kill(h.pid, 14)                      # ALRM: the pass opens now
+        slot, path, sender, rcpt = h.command(0)
+        assert rcpt == b"r1@host.example.com"
+        os.kill(h.pid, 15)
+        time.sleep(0.3)                         # TERM handled before the report
+        h.report(0, slot, b"Z", b"later\n")      # a deferral writes nothing
+        h.read_log_until(rb"^status: local 0/1 remote 0/20 exitasap$")
+        h.read_log_until(rb"^status: exiting$")
+    finally:
+        h.stop()
+    assert os.stat(local).st_mtime == before
+    assert read(local) == b"Tr1@host.example.com\0Tr2@host.example.com\0"
+
+
+def test_hup_reread_is_all_or_nothing_and_keeps_me(send):
+    """send.md §6 / qmail's regetcontrols(): locals and virtualdomains are both
+    read before either is used, a failure keeps both old tables, and a missing
+    locals falls back to the `me` read at start, not a new one."""
+    send.read_log_until(rb"^status: local 0/10")
+    control = os.path.join(send.home, "control")
+    configure(send.home, locals="host.example.com\nnew.test")
+    os.unlink(os.path.join(control, "virtualdomains"))
+    os.mkdir(os.path.join(control, "virtualdomains"))   # unreadable
+    os.kill(send.pid, 1)
+    send.read_log_until(rb"^alert: unable to reread control/virtualdomains$")
+    inject(send.home, b"s@x", [b"ann@new.test"])
+    slot, path, sender, rcpt = send.command(1)          # old locals: remote
+    assert rcpt == b"ann@new.test"
+    send.report(1, slot, b"K", b"r\0Kok\n")
+    os.rmdir(os.path.join(control, "virtualdomains"))
+    os.unlink(os.path.join(control, "locals"))
+    configure(send.home, me="new.test")
+    os.kill(send.pid, 1)
+    time.sleep(0.5)  # the flag is handled in the main loop; a message queued now sees it
+    inject(send.home, b"s@x", [b"ann@new.test", b"joe@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    assert rcpt == b"joe@host.example.com"              # locals = the old me
+    send.report(0, slot, b"K", b"ok\n")
+    slot, path, sender, rcpt = send.command(1)
+    assert rcpt == b"ann@new.test"
+    send.report(1, slot, b"K", b"r\0Kok\n")
+    assert b"alert: unable to reread control/locals" not in send.log
+
+
+def test_long_reports_cut_as_qmail(send):
+    """qmail's REPORTMAX buffer keeps 10000 bytes of SLOT CODE TEXT: 9998 of
+    text; for an expired deferral the cut one loses one more byte before the
+    too-old sentence."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"a@b", [b"c@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"K", b"a" * 12000 + b"\n")
+    log = send.read_log_until(rb"^delivery \d+: success: a+$")
+    assert re.search(rb"^delivery \d+: success: (a+)$", log, re.M).group(1) == b"a" * 9998
+    inject(send.home, b"a@b", [b"d@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"Z", b"later\n")
+    send.read_log_until(rb"deferral: later/")
+    part, ident = path.decode().split("/")
+    old = time.time() - 604801
+    os.utime(os.path.join(send.home, "queue", "info", part, ident), (old, old))
+    os.kill(send.pid, 14)
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"Z", b"b" * 12000)
+    log = send.read_log_until(rb"^delivery \d+: failure: b+I'm_not")
+    assert re.search(rb"^delivery \d+: failure: (b+)I'm_not_going_to_try_again;"
+                     rb"_this_message_has_been_in_the_queue_too_long./$", log, re.M).group(1) == b"b" * 9997
+
+
+def test_unreadable_info_names_info_in_the_warning(send):
+    """qmail's pass_dochan(): when getinfo() fails the warning names info/S/ID
+    (fn was last set there), not the channel file."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"a@b", [b"c@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"Z", b"later\n")
+    send.read_log_until(rb"deferral: later/")
+    part, ident = path.decode().split("/")
+    with open(os.path.join(send.home, "queue", "info", part, ident), "wb") as f:
+        f.write(b"Xa@b\0")
+    os.kill(send.pid, 14)
+    send.read_log_until(rb"^warning: trouble opening info/%s/%s; will try again later$"
+                        % (part.encode(), ident.encode()))
+
+
+def test_verp_needs_an_at_in_the_recipient():
+    assert qmail_send.verp(b"list-@lists.example.com-@[]", b"joe") == b"list-@lists.example.com-@[]"
+
+
+def test_verp_cut_before_the_triple_bounce_test(send):
+    """qmail's injectbounce(): `-@[]` is cut first, so `#@[]-@[]` is a double
+    bounce's sender: a failure is a triple bounce, discarded."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"#@[]-@[]", [b"nosuch@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    send.report(0, slot, b"D", b"no mailbox\n")
+    ident = path.decode().split("/")[1]
+    send.read_log_until(rb"^end msg %s$" % ident.encode())
+    assert b"triple bounce: discarding bounce/%s\n" % ident.encode() in send.log
+    assert b"bounce msg %s" % ident.encode() not in send.log
+
+
+def test_info_msg_numbers_are_scanned(fresh_home):
+    """qmail's todo_do(): `u` and `p` records are read with scan_ulong() and
+    logged as numbers (leading digits, else 0)."""
+    configure(fresh_home, locals="host.example.com")
+    q = os.path.join(fresh_home, "queue")
+    ident = 1000
+    for path, data in ((os.path.join(q, "mess", str(ident % SPLIT), str(ident)), b"body\n"),
+                       (os.path.join(q, "todo", str(ident)), b"u12x\0pq\0Fs@x\0Tr@host.example.com\0")):
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chown(path, uid("qmailq"), -1)
+    h = SendHarness(fresh_home)
+    try:
+        slot, path, sender, rcpt = h.command(0)
+        h.report(0, slot, b"K", b"ok\n")
+        h.read_log_until(rb"^end msg 1000$")
+        assert b"\ninfo msg 1000: bytes 5 from <s@x> qp 0 uid 12\n" in h.log
+    finally:
+        h.stop()
+
+
+def test_stat_error_at_completion_is_retried(send):
+    """send.md §5.6 / qmail's messdone(): a stat error other than ENOENT on a
+    channel file logs `unable to stat FILE; will try again later` and the
+    message waits 123 s instead of being finished."""
+    send.read_log_until(rb"^status: local 0/10")
+    inject(send.home, b"a@b", [b"c@host.example.com"])
+    slot, path, sender, rcpt = send.command(0)
+    part, ident = path.decode().split("/")
+    remote_dir = os.path.join(send.home, "queue", "remote", part)
+    os.chmod(remote_dir, 0)
+    try:
+        send.report(0, slot, b"K", b"ok\n")
+        send.read_log_until(rb"^warning: unable to stat remote/%s/%s; will try again later$"
+                            % (part.encode(), ident.encode()))
+        time.sleep(0.3)
+        send.read_log_until(rb"^status: local 0/10")
+        assert b"end msg %s\n" % ident.encode() not in send.log
+        assert os.path.exists(os.path.join(send.home, "queue", "info", part, ident))
+    finally:
+        os.chmod(remote_dir, 0o700)
+
+
+def test_vanished_todo_entry_is_a_warning(tmp_path, monkeypatch):
+    """qmail's todo_do(): a todo/ID that cannot be opened, even for ENOENT,
+    logs `warning: unable to open todo/ID`."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("todo")
+    r, w = os.pipe()
+    cfg = object.__new__(qmail_send.Config)
+    s = qmail_send.Send(cfg, b"/nonexistent", qmail_send.Log(w), SPLIT, [], -1, -1)
+    s.preprocess(12345, time.time())
+    os.close(w)
+    assert os.read(r, 1000) == b"warning: unable to open todo/12345\n"
+    os.close(r)
+
+
+def test_unvirtual_needs_an_at():
+    """qmail's stripvdomprepend(): a recipient without @ is left alone."""
+    cfg = object.__new__(qmail_send.Config)
+    cfg.set_virtualdomains([b":alice"])
+    assert cfg.unvirtual(b"alice-joe") == b"alice-joe"
+    assert cfg.unvirtual(b"alice-joe@x") == b"joe@x"
+
+
+def test_log_line_finishes_a_short_write(monkeypatch):
+    """A write cut short (a signal during a blocked write) is continued: the
+    reader sees the whole line."""
+    r, w = os.pipe()
+    real = os.write
+    monkeypatch.setattr(qmail_send.os, "write", lambda fd, data: real(fd, data[:7]))
+    qmail_send.Log(w).line(b"status: local 0/10 remote 0/20")
+    monkeypatch.undo()
+    os.close(w)
+    assert os.read(r, 1000) == b"status: local 0/10 remote 0/20\n"
+    os.close(r)
+
+
+def test_lost_spawner_alert_follows_starting_delivery(fresh_home):
+    """qmail writes a command in the loop iteration after logging it: when the
+    spawner's pipe is gone (EPIPE) the alert follows `starting delivery` and
+    its status line, whose busy slot stays counted."""
+    configure(fresh_home, locals="host.example.com")
+    h = SendHarness(fresh_home)
+    try:
+        h.read_log_until(rb"^status: local 0/10")
+        os.close(h.cmd[0])                      # nobody reads qmail-send's fd 1
+        h.cmd[0] = os.open(os.devnull, os.O_RDONLY)
+        inject(fresh_home, b"a@b", [b"c@host.example.com"])
+        log = h.read_log_until(rb"^status: exiting$")
+        assert re.search(rb"^starting delivery \d+: msg \d+ to local c@host.example.com\n"
+                         rb"status: local 1/10 remote 0/20\n"
+                         rb"alert: oh no! lost spawn connection! dying...\n", log, re.M), log
+    finally:
+        h.stop()
