@@ -8,16 +8,19 @@ CLEAN_AGE = 129600
 
 
 def clean_tmp() -> None:
-    """Remove tmp/ files not accessed for 36 hours (cwd = the maildir)."""
-    now = time.time()
+    """Remove tmp/ files not accessed for 36 hours (cwd = the maildir);
+    maildir_clean() leaves dot files alone and compares whole seconds."""
+    now = int(time.time())
     try:
         names = os.listdir(b"tmp")
     except OSError:
         return
     for name in names:
+        if name.startswith(b"."):
+            continue
         path = b"tmp/" + name
         try:
-            if now > os.stat(path).st_atime + CLEAN_AGE:
+            if now > int(os.stat(path).st_atime) + CLEAN_AGE:
                 os.unlink(path)
         except OSError:
             pass

@@ -454,13 +454,33 @@ def test_pop3d_alone(qmail_home, account):
         os.utime(path, (now - age, now - age))
     stale = os.path.join(account.home, "Maildir", "tmp", "stale")
     os.utime(stale, (now - 129700, now))
+    # maildir_clean() skips dot files, however old (spec/pop3.md §4 step 1)
+    dot = account.write(os.path.join("Maildir", "tmp", ".keep"), b"f\n")
+    os.utime(dot, (now - 129700, now))
     # the message from the current second waits for the next session; tmp/
     # loses what nobody accessed for 36 hours
     done = run_as(account, [pop3d, "Maildir"], b"STAT\r\nUIDL\r\nQUIT\r\n")
     assert done.stdout == b"+OK \r\n+OK 1 2\r\n+OK \r\n1 old\r\n.\r\n+OK \r\n"
     assert done.returncode == 0
-    assert sorted(os.listdir(os.path.join(account.home, "Maildir", "tmp"))) == ["fresh"]
+    assert sorted(os.listdir(os.path.join(account.home, "Maildir", "tmp"))) == [".keep", "fresh"]
     assert sorted(os.listdir(os.path.join(account.home, "Maildir", "cur"))) == [".hidden", "old:2,"]
+
+
+def test_tmp_cleaning_counts_whole_seconds(tmp_path, monkeypatch):
+    """maildir_clean(): now > atime + 129600 in whole seconds, as time_t
+    compares; dot files are never removed."""
+    from pyqmail import maildir
+    (tmp_path / "tmp").mkdir()
+    for name in ("edge", "old", ".old"):
+        (tmp_path / "tmp" / name).write_bytes(b"x")
+    base = 1700000000
+    os.utime(tmp_path / "tmp" / "edge", (base + 0.9, base))
+    os.utime(tmp_path / "tmp" / "old", (base - 1, base))
+    os.utime(tmp_path / "tmp" / ".old", (base - 1, base))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(maildir.time, "time", lambda: base + 129600 + 0.95)
+    maildir.clean_tmp()
+    assert sorted(os.listdir(tmp_path / "tmp")) == [".old", "edge"]
 
 
 def test_imports_and_start_time(qmail_home):
