@@ -53,6 +53,10 @@ def recipients(ident: bytes, part: bytes, channel: bytes) -> bytes:
     return b"".join(out)
 
 
+def trouble(ident: bytes, e: OSError) -> bytes:
+    return b"warning: trouble with #%s: %s\n" % (ident, errors.error_str(e))
+
+
 def run(qmail_home: bytes, split: int, out) -> int:
     try:
         os.chdir(os.path.join(qmail_home, b"queue"))
@@ -69,12 +73,17 @@ def run(qmail_home: bytes, split: int, out) -> int:
         for ident in names:
             if not ident.isdigit():
                 continue
+            part_of = part
             try:
-                out.write(summary(ident, part))
-                out.write(recipients(ident, part, b"local"))
-                out.write(recipients(ident, part, b"remote"))
+                out.write(summary(ident, part_of))
             except OSError as e:
-                out.write(b"warning: trouble with #%s: %s\n" % (ident, errors.error_str(e)))
+                out.write(trouble(ident, e))
+                continue
+            for channel in (b"local", b"remote"):
+                try:
+                    out.write(recipients(ident, part_of, channel))
+                except OSError as e:
+                    out.write(trouble(ident, e))
     out.flush()
     return 0
 

@@ -45,3 +45,18 @@ def test_qread_format(fresh_home):
             b"\tremote\tfar@away_.example\n")
     # info/0 holds 23 and 46 in readdir order; info/20 comes after info/0
     assert done.stdout in (first + trouble + last, trouble + first + last)
+
+
+def test_qread_local_trouble_still_lists_remote(fresh_home):
+    """qmail-qread.c: an open failure of local/N/ID warns and goes on to
+    remote/N/ID (spec/admin-tools.md §3)."""
+    t = calendar.timegm((2024, 3, 5, 9, 7, 1))
+    put(fresh_home, "mess/20/457", b"x" * 5, "qmailq")
+    put(fresh_home, "info/20/457", b"Fa@b\0", mtime=t)
+    os.symlink("457", os.path.join(fresh_home, "queue", "local", "20", "457"))  # ELOOP
+    put(fresh_home, "remote/20/457", b"Tfar@away\0")
+    done = subprocess.run([os.path.join(fresh_home, "bin", "qmail-qread")], capture_output=True)
+    assert (done.returncode, done.stdout) == (0, b"5 Mar 2024 09:07:01 GMT  #457  5  <a@b> \n"
+                                              b"warning: trouble with #457: symbolic link loop\n"
+                                              b"\tremote\tfar@away\n")
+
