@@ -70,10 +70,12 @@ def run(qmail_home: bytes, split: int, out) -> int:
         except OSError as e:
             out.write(b"fatal: unable to opendir info/%s: %s\n" % (part, errors.error_str(e)))
             return 111
-        for ident in names:
-            if not ident.isdigit():
+        for name in names:
+            if not name.isdigit():
                 continue
-            part_of = part
+            # readsubdir gives the number; fmtqfn makes every name from it
+            number = int(name)
+            ident, part_of = b"%d" % number, b"%d" % (number % split)
             try:
                 out.write(summary(ident, part_of))
             except OSError as e:

@@ -60,3 +60,19 @@ def test_qread_local_trouble_still_lists_remote(fresh_home):
                                               b"warning: trouble with #457: symbolic link loop\n"
                                               b"\tremote\tfar@away\n")
 
+
+def test_qread_names_files_by_the_id(fresh_home):
+    """The ID is the number in the name; every file name is made from it
+    (fmtqfn), so `0457` in info/20 is message #457 and an entry in the wrong
+    split directory is looked for where it belongs (spec/queue.md §1)."""
+    t = calendar.timegm((2024, 3, 5, 9, 7, 1))
+    put(fresh_home, "mess/20/457", b"x" * 5, "qmailq")
+    put(fresh_home, "info/20/457", b"Fa@b\0", mtime=t)
+    put(fresh_home, "info/20/0457", b"Fwrong@b\0", mtime=t)
+    put(fresh_home, "info/3/26", b"Fother@b\0", mtime=t)       # in place; no mess: trouble
+    put(fresh_home, "info/3/457", b"Fmisplaced@b\0", mtime=t)  # 457 belongs in info/20
+    done = subprocess.run([os.path.join(fresh_home, "bin", "qmail-qread")], capture_output=True)
+    line = b"5 Mar 2024 09:07:01 GMT  #457  5  <a@b> \n"
+    assert done.returncode == 0
+    assert sorted(done.stdout.splitlines(keepends=True)) == sorted([
+        b"warning: trouble with #26: file does not exist\n", line, line, line])
