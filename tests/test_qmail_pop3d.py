@@ -433,6 +433,24 @@ def test_checkpassword(qmail_home, account):
     assert done.returncode == 111
 
 
+def test_checkpassword_without_shadow_entry_uses_passwd(monkeypatch):
+    """checkpassword 0.90: with no shadow entry the hash is /etc/passwd's own
+    field (spec/pop3.md §3: it checks /etc/passwd + shadow)."""
+    import pwd
+    from pyqmail import checkpassword as cp
+    name = "pqnoshadow%d" % (os.getpid() % 100000)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)            # no such user, so no shadow entry either
+    stored = cp.crypt(b"secret", b"$6$saltsalt$")
+    fake = pwd.struct_passwd((name, stored.decode(), 4242, 4242, "", "/nonexistent", "/bin/sh"))
+    real = pwd.getpwnam
+    monkeypatch.setattr(cp.pwd, "getpwnam", lambda n: fake if n == name else real(n))
+    assert cp.check(name.encode(), b"secret") is fake
+    with pytest.raises(cp.Failure) as failure:
+        cp.check(name.encode(), b"wrong")
+    assert failure.value.code == 1
+
+
 def test_pop3d_alone(qmail_home, account):
     pop3d = os.path.join(qmail_home, "bin", "qmail-pop3d")
     done = subprocess.run([pop3d, "Maildir"], capture_output=True)
