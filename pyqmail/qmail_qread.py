@@ -1,6 +1,7 @@
 """qmail-qread: list the queued messages and their recipients
 (spec/admin-tools.md §3)."""
 import os
+import signal
 import sys
 import time
 
@@ -77,18 +78,22 @@ def run(qmail_home: bytes, split: int, out) -> int:
             number = int(name)
             ident, part_of = b"%d" % number, b"%d" % (number % split)
             try:
-                out.write(summary(ident, part_of))
+                line = summary(ident, part_of)
             except OSError as e:
                 out.write(trouble(ident, e))
                 continue
+            out.write(line)
             for channel in (b"local", b"remote"):
                 try:
-                    out.write(recipients(ident, part_of, channel))
+                    listing = recipients(ident, part_of, channel)
                 except OSError as e:
-                    out.write(trouble(ident, e))
+                    listing = trouble(ident, e)
+                out.write(listing)
     out.flush()
     return 0
 
 
 def main() -> None:
+    # qmail-qread | head: die of SIGPIPE as qmail's does, not with a traceback
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(run(auto.QMAIL_HOME, auto.SPLIT, sys.stdout.buffer))

@@ -76,3 +76,20 @@ def test_qread_names_files_by_the_id(fresh_home):
     assert done.returncode == 0
     assert sorted(done.stdout.splitlines(keepends=True)) == sorted([
         b"warning: trouble with #26: file does not exist\n", line, line, line])
+
+
+def test_closed_stdout_kills_quietly(fresh_home):
+    """`qmail-qread | head` and `qmail-qstat | true`: qmail's programs die of
+    SIGPIPE; no traceback, no 'trouble' line for a failed write."""
+    import signal
+    put(fresh_home, "mess/20/457", b"x", "qmailq")
+    put(fresh_home, "info/20/457", b"Fa@b\0")
+    for program in ("qmail-qread", "qmail-qstat"):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            done = subprocess.run([os.path.join(fresh_home, "bin", program)], stdout=w,
+                                  stderr=subprocess.PIPE)
+        finally:
+            os.close(w)
+        assert (done.returncode, done.stderr) == (-signal.SIGPIPE, b""), program
