@@ -6,7 +6,7 @@ a program as that user (the checkpassword interface, spec/pop3.md §3).
 Debian has no package of djb's checkpassword 0.90, so pyqmail ships this one,
 which behaves as it does: fd 3 carries `login\\0password\\0timestamp\\0` (at
 most 512 bytes); the password is checked with crypt(3) against the shadow
-entry; exit 1 for a bad login or password, 2 for misuse, 111 for a temporary
+entry (the passwd field when there is none); exit 1 for a bad login or password, 2 for misuse, 111 for a temporary
 failure; on success: groups and gid, then uid, chdir to the home, USER, HOME
 and SHELL set, and prog exec'd (so its exit status is ours).  The timestamp is
 ignored, so APOP fails, as with the stock tool.
@@ -63,9 +63,9 @@ def split_login(up: bytearray) -> tuple[bytes, bytes]:
     return fields[0], fields[1]
 
 
-def stored_hash(login: bytes) -> bytes:
-    """The shadow entry's hash; 1 for an unknown user, 111 when the database
-    is temporarily unavailable."""
+def stored_hash(login: bytes) -> bytes | None:
+    """The shadow entry's hash; None when login has none, 111 when the
+    database is temporarily unavailable."""
     libc = ctypes.CDLL(None, use_errno=True)
     getspnam = libc.getspnam
     getspnam.restype = ctypes.POINTER(Spwd)
@@ -73,7 +73,9 @@ def stored_hash(login: bytes) -> bytes:
     ctypes.set_errno(0)
     entry = getspnam(login)
     if not entry:
-        raise Failure(111 if errors.is_temporary(ctypes.get_errno()) else 1)
+        if errors.is_temporary(ctypes.get_errno()):
+            raise Failure(111)
+        return None
     return entry.contents.sp_pwdp or b""
 
 
@@ -97,6 +99,9 @@ def check(login: bytes, password: bytes) -> pwd.struct_passwd:
     except KeyError:
         raise Failure(1) from None
     stored = stored_hash(login)
+    if stored is None:
+        # checkpassword 0.90: no shadow entry, so the passwd field is the hash
+        stored = os.fsencode(pw.pw_passwd)
     encrypted = crypt(password, stored)
     if not stored or encrypted is None or encrypted != stored:
         raise Failure(1)

@@ -18,8 +18,9 @@ class ScanError(OSError):
 
 
 def clean_tmp() -> None:
-    """Remove tmp/ files not accessed for 36 hours (cwd = the maildir)."""
-    now = time.time()
+    """Remove tmp/ files not accessed for 36 hours (cwd = the maildir);
+    maildir_clean() leaves dot files alone and compares whole seconds."""
+    now = int(time.time())
     try:
         names = os.listdir(b"tmp")
     except OSError:
@@ -29,7 +30,7 @@ def clean_tmp() -> None:
             continue
         path = b"tmp/" + name
         try:
-            if now > os.stat(path).st_atime + CLEAN_AGE:
+            if now > int(os.stat(path).st_atime) + CLEAN_AGE:
                 os.unlink(path)
         except OSError:
             pass

@@ -1,6 +1,7 @@
 """qmail-qread: list the queued messages and their recipients
 (spec/admin-tools.md §3)."""
 import os
+import signal
 import sys
 import time
 
@@ -53,6 +54,10 @@ def recipients(ident: bytes, part: bytes, channel: bytes) -> bytes:
     return b"".join(out)
 
 
+def trouble(ident: bytes, e: OSError) -> bytes:
+    return b"warning: trouble with #%s: %s\n" % (ident, errors.error_str(e))
+
+
 def run(qmail_home: bytes, split: int, out) -> int:
     try:
         os.chdir(os.path.join(qmail_home, b"queue"))
@@ -66,18 +71,29 @@ def run(qmail_home: bytes, split: int, out) -> int:
         except OSError as e:
             out.write(b"fatal: unable to opendir info/%s: %s\n" % (part, errors.error_str(e)))
             return 111
-        for ident in names:
-            if not ident.isdigit():
+        for name in names:
+            if not name.isdigit():
                 continue
+            # readsubdir gives the number; fmtqfn makes every name from it
+            number = int(name)
+            ident, part_of = b"%d" % number, b"%d" % (number % split)
             try:
-                out.write(summary(ident, part))
-                out.write(recipients(ident, part, b"local"))
-                out.write(recipients(ident, part, b"remote"))
+                line = summary(ident, part_of)
             except OSError as e:
-                out.write(b"warning: trouble with #%s: %s\n" % (ident, errors.error_str(e)))
+                out.write(trouble(ident, e))
+                continue
+            out.write(line)
+            for channel in (b"local", b"remote"):
+                try:
+                    listing = recipients(ident, part_of, channel)
+                except OSError as e:
+                    listing = trouble(ident, e)
+                out.write(listing)
     out.flush()
     return 0
 
 
 def main() -> None:
+    # qmail-qread | head: die of SIGPIPE as qmail's does, not with a traceback
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(run(auto.QMAIL_HOME, auto.SPLIT, sys.stdout.buffer))

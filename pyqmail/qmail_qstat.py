@@ -1,6 +1,7 @@
 """qmail-qstat: how many messages are queued, and how many not yet preprocessed
 (spec/admin-tools.md §2)."""
 import os
+import signal
 import sys
 
 from pyqmail import auto
@@ -29,4 +30,6 @@ def run(qmail_home: bytes, out) -> int:
 
 
 def main() -> None:
+    # qmail-qstat is a shell script: its echo dies of SIGPIPE, without a traceback
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(run(auto.QMAIL_HOME, sys.stdout.buffer))

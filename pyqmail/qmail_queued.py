@@ -32,7 +32,7 @@ FATAL = b"qmail-queued: fatal: "
 MAX_CLIENTS = 1000
 ALREADY_RUNNING = 100
 STOP_GRACE = 60  # seconds a SIGTERM waits for submissions under way
-SO_PEERCRED_FORMAT = "3i"
+SO_PEERCRED_FORMAT = "iII"  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 
 
 def peer_creds(conn: socket.socket) -> tuple[int, int]:

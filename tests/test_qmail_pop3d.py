@@ -433,6 +433,24 @@ def test_checkpassword(qmail_home, account):
     assert done.returncode == 111
 
 
+def test_checkpassword_without_shadow_entry_uses_passwd(monkeypatch):
+    """checkpassword 0.90: with no shadow entry the hash is /etc/passwd's own
+    field (spec/pop3.md §3: it checks /etc/passwd + shadow)."""
+    import pwd
+    from pyqmail import checkpassword as cp
+    name = "pqnoshadow%d" % (os.getpid() % 100000)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)            # no such user, so no shadow entry either
+    stored = cp.crypt(b"secret", b"$6$saltsalt$")
+    fake = pwd.struct_passwd((name, stored.decode(), 4242, 4242, "", "/nonexistent", "/bin/sh"))
+    real = pwd.getpwnam
+    monkeypatch.setattr(cp.pwd, "getpwnam", lambda n: fake if n == name else real(n))
+    assert cp.check(name.encode(), b"secret") is fake
+    with pytest.raises(cp.Failure) as failure:
+        cp.check(name.encode(), b"wrong")
+    assert failure.value.code == 1
+
+
 def test_pop3d_alone(qmail_home, account):
     pop3d = os.path.join(qmail_home, "bin", "qmail-pop3d")
     done = subprocess.run([pop3d, "Maildir"], capture_output=True)
@@ -454,13 +472,33 @@ def test_pop3d_alone(qmail_home, account):
         os.utime(path, (now - age, now - age))
     stale = os.path.join(account.home, "Maildir", "tmp", "stale")
     os.utime(stale, (now - 129700, now))
+    # maildir_clean() skips dot files, however old (spec/pop3.md §4 step 1)
+    dot = account.write(os.path.join("Maildir", "tmp", ".keep"), b"f\n")
+    os.utime(dot, (now - 129700, now))
     # the message from the current second waits for the next session; tmp/
     # loses what nobody accessed for 36 hours
     done = run_as(account, [pop3d, "Maildir"], b"STAT\r\nUIDL\r\nQUIT\r\n")
     assert done.stdout == b"+OK \r\n+OK 1 2\r\n+OK \r\n1 old\r\n.\r\n+OK \r\n"
     assert done.returncode == 0
-    assert sorted(os.listdir(os.path.join(account.home, "Maildir", "tmp"))) == ["fresh"]
+    assert sorted(os.listdir(os.path.join(account.home, "Maildir", "tmp"))) == [".keep", "fresh"]
     assert sorted(os.listdir(os.path.join(account.home, "Maildir", "cur"))) == [".hidden", "old:2,"]
+
+
+def test_tmp_cleaning_counts_whole_seconds(tmp_path, monkeypatch):
+    """maildir_clean(): now > atime + 129600 in whole seconds, as time_t
+    compares; dot files are never removed."""
+    from pyqmail import maildir
+    (tmp_path / "tmp").mkdir()
+    for name in ("edge", "old", ".old"):
+        (tmp_path / "tmp" / name).write_bytes(b"x")
+    base = 1700000000
+    os.utime(tmp_path / "tmp" / "edge", (base + 0.9, base))
+    os.utime(tmp_path / "tmp" / "old", (base - 1, base))
+    os.utime(tmp_path / "tmp" / ".old", (base - 1, base))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(maildir.time, "time", lambda: base + 129600 + 0.95)
+    maildir.clean_tmp()
+    assert sorted(os.listdir(tmp_path / "tmp")) == [".old", "edge"]
 
 
 def test_imports_and_start_time(qmail_home):

@@ -45,3 +45,51 @@ def test_qread_format(fresh_home):
             b"\tremote\tfar@away_.example\n")
     # info/0 holds 23 and 46 in readdir order; info/20 comes after info/0
     assert done.stdout in (first + trouble + last, trouble + first + last)
+
+
+def test_qread_local_trouble_still_lists_remote(fresh_home):
+    """qmail-qread.c: an open failure of local/N/ID warns and goes on to
+    remote/N/ID (spec/admin-tools.md §3)."""
+    t = calendar.timegm((2024, 3, 5, 9, 7, 1))
+    put(fresh_home, "mess/20/457", b"x" * 5, "qmailq")
+    put(fresh_home, "info/20/457", b"Fa@b\0", mtime=t)
+    os.symlink("457", os.path.join(fresh_home, "queue", "local", "20", "457"))  # ELOOP
+    put(fresh_home, "remote/20/457", b"Tfar@away\0")
+    done = subprocess.run([os.path.join(fresh_home, "bin", "qmail-qread")], capture_output=True)
+    assert (done.returncode, done.stdout) == (0, b"5 Mar 2024 09:07:01 GMT  #457  5  <a@b> \n"
+                                              b"warning: trouble with #457: symbolic link loop\n"
+                                              b"\tremote\tfar@away\n")
+
+
+def test_qread_names_files_by_the_id(fresh_home):
+    """The ID is the number in the name; every file name is made from it
+    (fmtqfn), so `0457` in info/20 is message #457 and an entry in the wrong
+    split directory is looked for where it belongs (spec/queue.md §1)."""
+    t = calendar.timegm((2024, 3, 5, 9, 7, 1))
+    put(fresh_home, "mess/20/457", b"x" * 5, "qmailq")
+    put(fresh_home, "info/20/457", b"Fa@b\0", mtime=t)
+    put(fresh_home, "info/20/0457", b"Fwrong@b\0", mtime=t)
+    put(fresh_home, "info/3/26", b"Fother@b\0", mtime=t)       # in place; no mess: trouble
+    put(fresh_home, "info/3/457", b"Fmisplaced@b\0", mtime=t)  # 457 belongs in info/20
+    done = subprocess.run([os.path.join(fresh_home, "bin", "qmail-qread")], capture_output=True)
+    line = b"5 Mar 2024 09:07:01 GMT  #457  5  <a@b> \n"
+    assert done.returncode == 0
+    assert sorted(done.stdout.splitlines(keepends=True)) == sorted([
+        b"warning: trouble with #26: file does not exist\n", line, line, line])
+
+
+def test_closed_stdout_kills_quietly(fresh_home):
+    """`qmail-qread | head` and `qmail-qstat | true`: qmail's programs die of
+    SIGPIPE; no traceback, no 'trouble' line for a failed write."""
+    import signal
+    put(fresh_home, "mess/20/457", b"x", "qmailq")
+    put(fresh_home, "info/20/457", b"Fa@b\0")
+    for program in ("qmail-qread", "qmail-qstat"):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            done = subprocess.run([os.path.join(fresh_home, "bin", program)], stdout=w,
+                                  stderr=subprocess.PIPE)
+        finally:
+            os.close(w)
+        assert (done.returncode, done.stderr) == (-signal.SIGPIPE, b""), program

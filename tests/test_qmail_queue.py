@@ -96,6 +96,19 @@ def test_received_line_names_the_caller(service):
         assert data.startswith(b"Received: (qmail %d invoked %s); " % (qp, who)), data
 
 
+def test_uid_is_unsigned(service):
+    """qmail-queue prints getuid() with fmt_ulong: a uid above 2^31 is a large
+    number in the Received line and the u record, never a negative one."""
+    big = 4294967294
+    q = grp.getgrnam("qmail").gr_gid
+    result, qp = submit_as(service.home, big, q, b"x\n", [b"a@b", b"r@h"])
+    assert result == b""
+    ident, queue = the_message(service.home)
+    assert read(os.path.join(queue, "todo", ident)).startswith(b"u%d\0p%d\0" % (big, qp))
+    data = read(os.path.join(queue, "mess", str(int(ident) % SPLIT), ident))
+    assert data.startswith(b"Received: (qmail %d invoked by uid %d); " % (qp, big)), data
+
+
 def run_qmail_queue(home, message: bytes, envelope: bytes, as_user=None, stdout=None):
     def demote():
         if as_user is not None:
