@@ -79,12 +79,16 @@ def connect(qmail_home: bytes) -> "socket.socket | None":
 
 
 def submit(s: "socket.socket", message_fd: int, envelope_fd: int, request: bytes = b"Q") -> None:
-    """Hand the two read descriptors to the service (SCM_RIGHTS).  Request P
-    (bin/qmail-queue) asks to be numbered with the caller's own pid."""
+    """Hand the two read descriptors to the service (SCM_RIGHTS) with the
+    caller's real uid (SCM_CREDENTIALS, which the kernel checks): qmail-queue's
+    getuid(), also for a setuid caller.  Request P (bin/qmail-queue) asks to be
+    numbered with the caller's own pid."""
     import array
     import socket
     fds = array.array("i", [message_fd, envelope_fd])
-    s.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    creds = array.array("I", [os.getpid(), os.getuid(), os.getgid()])  # struct ucred
+    s.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds),
+                          (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
 
 
 def read_record(s: "socket.socket", buf: bytearray) -> bytes | None:

@@ -43,21 +43,29 @@ def peer_creds(conn: socket.socket) -> tuple[int, int]:
     return pid, uid
 
 
-def receive_fds(conn: socket.socket) -> tuple[bytes, int, int] | None:
-    """The request byte (Q or P) with exactly two descriptors, or None."""
+UCRED = struct.Struct(SO_PEERCRED_FORMAT)
+
+
+def receive_fds(conn: socket.socket) -> tuple[bytes, int | None, int, int] | None:
+    """The request byte (Q or P), the uid of the caller's SCM_CREDENTIALS (None
+    if it sent none) and exactly two descriptors; None on a bad request."""
     fds = array.array("i")
+    uid = None
     try:
-        data, ancdata, flags, _ = conn.recvmsg(1, socket.CMSG_SPACE(4 * fds.itemsize))
+        data, ancdata, flags, _ = conn.recvmsg(1, socket.CMSG_SPACE(4 * fds.itemsize)
+                                               + socket.CMSG_SPACE(UCRED.size))
     except OSError:
         return None
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= UCRED.size:
+            uid = UCRED.unpack_from(payload)[1]
     if data not in (b"Q", b"P") or len(fds) != 2 or flags & socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
         return None
-    return data, fds[0], fds[1]
+    return data, uid, fds[0], fds[1]
 
 
 class Stop(Exception):
@@ -76,11 +84,17 @@ class Service:
         # SIGTERM must reach the accepting main thread, never a worker
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
+            # the caller's real uid comes with its request (SCM_CREDENTIALS, checked
+            # by the kernel); SO_PEERCRED, the effective uid at connect(), is the
+            # same for every caller but a setuid one
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             pid, uid = peer_creds(conn)
             request = receive_fds(conn)
             if request is None:
                 return
-            kind, fds = request[0], request[1:]
+            kind, real_uid, fds = request[0], request[1], request[2:]
+            if real_uid is not None:
+                uid = real_uid
             try:
                 # P: the caller is bin/qmail-queue, whose pid its own caller knows
                 # as the qp, as with qmail's qmail-queue process; a live pid is

@@ -109,6 +109,37 @@ def test_uid_is_unsigned(service):
     assert data.startswith(b"Received: (qmail %d invoked by uid %d); " % (qp, big)), data
 
 
+
+def test_setuid_caller_is_named_by_its_real_uid(service):
+    """qmail-queue names getuid(), the real uid: a setuid program (real uid
+    nobody, effective uid qmaild) queues as nobody, not from the network."""
+    nobody, qmaild = uid("nobody"), uid("qmaild")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(grp.getgrnam("nogroup").gr_gid, grp.getgrnam("nofiles").gr_gid, 0)
+            os.setresuid(nobody, qmaild, qmaild)
+            qq = qmail.Qmail(service.home.encode())
+            qq.open()
+            qq.put(b"x\n")
+            qq.from_(b"a@b")
+            qq.to(b"r@h")
+            os.write(w, b"%d %s" % (qq.qp, qq.close()))
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = os.read(r, 4096)
+    os.close(r)
+    os.waitpid(pid, 0)
+    qp, _, result = out.partition(b" ")
+    assert result == b""
+    ident, queue = the_message(service.home)
+    assert read(os.path.join(queue, "todo", ident)).startswith(b"u%d\0p%s\0" % (nobody, qp))
+    data = read(os.path.join(queue, "mess", str(int(ident) % SPLIT), ident))
+    assert data.startswith(b"Received: (qmail %s invoked by uid %d); " % (qp, nobody)), data
+
 def run_qmail_queue(home, message: bytes, envelope: bytes, as_user=None, stdout=None):
     def demote():
         if as_user is not None:
