@@ -646,9 +646,11 @@ class Bench:
         n = max(1, self.n // 2)
         self.say("relay: %d messages to %s, routed to smtp-sink" % (n, RELAY))
         runs = self.interleave([("pyqmail", self.smtp_run("pyqmail", n, 10, False, relay=True)),
+                                ("pyqmail-fast", self.smtp_run("pyqmail-fast", n, 10, False, relay=True)),
                                 ("postfix", self.smtp_run("postfix", n, 10, False, relay=True))])
-        self.record("relay", "relay through SMTP to smtp-sink: %d messages, -s 10 (higher is better)" % n,
-                    "msg/s", runs, [("pyqmail", "postfix")], messages=n, verified=True)
+        self.record("relay", "relay through SMTP to smtp-sink: %d messages, -s 10 (higher is better); "
+                    "pyqmail under tcpserver, pyqmail-fast under qmail-tcpsrv" % n, "msg/s", runs,
+                    [("pyqmail", "postfix"), ("pyqmail-fast", "postfix")], messages=n, verified=True)
 
     # -- scenario 5: start-up
 

@@ -68,6 +68,7 @@ def test_quick_bench_counts_every_message(out):
             assert detail["timeline"][-1][1] == (MESSAGES // 2 if key == "relay" else MESSAGES)
     assert set(scenarios["queue"]["figures"]) == {"pyqmail service", "pyqmail qmail-queue",
                                                   "floor fsync", "floor no fsync"}
+    assert set(scenarios["relay"]["figures"]) == {"pyqmail", "pyqmail-fast", "postfix"}
     assert set(scenarios["local"]["figures"]) == {"pyqmail queue service", "postfix one SMTP session"}
     assert set(scenarios["startup"]["figures"]) == {"pyqmail qmail-smtpd", "postfix smtpd",
                                                     "python3 -I -S -c pass"}
