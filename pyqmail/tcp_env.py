@@ -28,8 +28,8 @@ def parse_options(argv: list[bytes]) -> tuple[bool, int, list[bytes]]:
     i = 1
     while i < len(argv):
         arg = argv[i]
-        if arg == b"--":
-            i += 1
+        if arg.startswith(b"--"):
+            i += 1                   # subgetopt: "--anything" ends the options
             break
         if not arg.startswith(b"-") or arg == b"-":
             break

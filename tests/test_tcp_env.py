@@ -25,6 +25,8 @@ DNS_IP = "127.0.0.53"
     ([b"tcp-env", b"-t", b"junk", b"prog"], (True, 0, [b"prog"])),
     ([b"tcp-env", b"-xq", b"--", b"-prog"], (True, 30, [b"-prog"])),
     ([b"tcp-env", b"-R"], (False, 30, [])),
+    # subgetopt: any argument starting "--" ends the options and is skipped
+    ([b"tcp-env", b"--x", b"-R", b"prog"], (True, 30, [b"-R", b"prog"])),
 ])
 def test_options(argv, parsed):
     assert tcp_env.parse_options(argv) == parsed
