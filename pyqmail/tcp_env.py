@@ -105,14 +105,14 @@ def remoteinfo(remote: tuple[bytes, int], local: tuple[bytes, int], timeout: int
                     if ch in b" \t\r":
                         continue
                     if ch == 0x0a:
-                        return bytes(out)
+                        return bytes(out).split(b"\0", 1)[0]  # env_put2: a C string
                     if colons < 3:
                         if ch == 0x3a:
                             colons += 1
                     else:
                         out.append(ch)
                         if len(out) == IDENT_MAX:
-                            return bytes(out)
+                            return bytes(out).split(b"\0", 1)[0]
     except OSError:
         return None
 

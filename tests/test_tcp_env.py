@@ -172,6 +172,8 @@ class Identd(threading.Thread):
     (b"%d , %d : ERROR : NO-USER\r\n", b""),
     (b"%d , %d : USERID : UNIX : a:b:" + b"x" * 1200 + b"\r\n", b"a:b:" + b"x" * 994),
     (b"%d , %d : USERID : UNIX : cut off", None),
+    # env_put2 takes a C string: the value ends at a NUL
+    (b"%d , %d : USERID : UNIX : jo\0e\r\n", b"jo"),
 ])
 def test_ident(qmail_home, dnsmasq, reply, info):
     ip = "127.0.0.%d" % random.randrange(70, 250)
