@@ -67,8 +67,9 @@ def split_address(address) -> tuple[bytes, int]:
 
 
 def dns_ptr(ip: bytes) -> bytes | None:
-    """The first PTR name for ip, lowercased; SOFT on a temporary DNS failure;
-    None when there is none (qmail's dns_ptr)."""
+    """The first PTR name for ip, as dn_expand() writes it (special bytes
+    escaped), lowercased; SOFT on a temporary DNS failure; None when there is
+    none (qmail's dns_ptr)."""
     import dns.exception
     import dns.resolver
     import dns.reversename
@@ -80,8 +81,9 @@ def dns_ptr(ip: bytes) -> bytes | None:
     except (dns.exception.DNSException, OSError):
         return SOFT
     for record in answer:
-        labels = [label for label in record.target.labels if label]
-        return b".".join(labels).lower()
+        # dnspython's text form is dn_expand's: bytes outside ! .. ~ as \DDD,
+        # `".;\()@$` after a backslash; so no NUL or control byte gets through
+        return record.target.to_text(omit_final_dot=True).encode("ascii").lower()
     return None
 
 

@@ -112,6 +112,30 @@ def test_environment(qmail_home, dnsmasq):
     assert b"TCPREMOTEHOST" not in env
 
 
+@pytest.mark.parametrize("target, name", [
+    ("Loop.EXAMPLE.", b"loop.example"),
+    ("a b.Example.", b"a\\032b.example"),
+    ("x\\000y.example.", b"x\\000y.example"),
+    ("nl\\010.example.", b"nl\\010.example"),
+    ('q"(;)@$.x.', b'q\\"\\(\\;\\)\\@\\$.x'),
+    ("a\\.b.example.", b"a\\.b.example"),
+    ("\\200.example.", b"\\200.example"),
+    (".", b"."),
+])
+def test_ptr_name_as_dn_expand_gives_it(monkeypatch, target, name):
+    """qmail's dns_ptr returns dn_expand's text: bytes outside ! to ~ as \\DDD,
+    `".;\\()@$` escaped with a backslash; then case_lowers."""
+    import dns.name
+    import dns.resolver
+
+    class Record:
+        def __init__(self, text):
+            self.target = dns.name.from_text(text)
+
+    monkeypatch.setattr(dns.resolver, "resolve", lambda *a, **k: [Record(target)])
+    assert tcp_env.dns_ptr(b"192.0.2.1") == name
+
+
 def test_softdnserror(qmail_home, tmp):
     resolv = os.path.join(tmp, "dead-resolv.conf")
     with open(resolv, "w") as f:
