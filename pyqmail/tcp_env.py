@@ -91,6 +91,10 @@ def remoteinfo(remote: tuple[bytes, int], local: tuple[bytes, int], timeout: int
                family: int) -> bytes | None:
     """remoteinfo_get(): ask the client's identd (RFC 1413); None on any failure."""
     import socket
+    # tcp-env.c passes its unsigned long as (int) timeout
+    timeout &= 0xFFFFFFFF
+    if timeout >= 0x80000000:
+        return None                  # select() refuses a negative timeout
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.bind((local[0].decode(), 0))

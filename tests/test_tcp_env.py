@@ -265,3 +265,18 @@ def test_qmail_smtpd_under_xinetd(fresh_home, tmp):
         p.terminate()
         p.wait(10)
         p.stderr.close()
+
+
+def test_huge_ident_timeout(qmail_home, dnsmasq):
+    """tcp-env.c scans -t as an unsigned long and hands remoteinfo_get an int;
+    a value too big for Python's socket timeout must not make tcp-env fail."""
+    ip = "127.0.0.%d" % random.randrange(70, 250)
+    identd = Identd(ip, b"%d , %d : USERID : UNIX : joe\r\n")
+    identd.start()
+    try:
+        code, env, _, _ = run_tcp_env(qmail_home, dnsmasq, ["-t", "10000000000"], source=ip)
+    finally:
+        identd.join(30)
+        identd.sock.close()
+    assert code == 0
+    assert env.get(b"TCPREMOTEINFO") == b"joe"   # (int) 10000000000 = 1410065408 s
