@@ -49,6 +49,7 @@ EXIT_TEXT = {
 }
 READ_ERROR = EXIT_TEXT[54]
 CRASHED = b"Zqq crashed (#4.3.0)"
+WAITPID_SURPRISE = b"Zqq waitpid surprise (#4.3.0)"
 
 
 def exit_text(code: int) -> bytes:
@@ -221,7 +222,11 @@ class Qmail:
         if self._env >= 0:
             os.close(self._env)
             self._env = -1
-        code = self._wait()
+        try:
+            code = self._wait()
+        except ChildProcessError:
+            # no such child: SIGCHLD ignored by whoever started us, say
+            return WAITPID_SURPRISE
         if code is None:
             return CRASHED
         if code == 0 and self._flagerr:

@@ -3,6 +3,7 @@ QMAILQUEUE pointing at a capture program that keeps what qmail-queue would read.
 import os
 import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import time
@@ -115,6 +116,19 @@ def test_relative_qmailqueue_and_missing_program(smtpd):
     assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n$", out)
     code, out = smtpd.run(data, env={"QMAILQUEUE": "bin/nonexistent"})
     assert out.endswith(b"354 go ahead\r\n451 unable to exec qq (#4.3.0)\r\n")
+
+
+def test_qq_waitpid_surprise(smtpd):
+    """SIGCHLD ignored by whoever started qmail-smtpd: qmail-queue is reaped by
+    the kernel, wait fails, and qmail.c says so; the session goes on."""
+    done = subprocess.run([smtpd.program()], capture_output=True, env=smtpd.env, user=uid("qmaild"),
+                          group=gid("nofiles"), extra_groups=[],
+                          preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN),
+                          input=b"MAIL FROM:<a@x>\r\nRCPT TO:<b@host.example.com>\r\nDATA\r\nx\r\n.\r\n"
+                                b"QUIT\r\n")
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.endswith(b"354 go ahead\r\n451 qq waitpid surprise (#4.3.0)\r\n"
+                                b"221 host.example.com\r\n")
 
 
 def test_no_queue_service(smtpd):
