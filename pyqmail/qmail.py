@@ -130,14 +130,25 @@ class Qmail:
         """Start a qmail-queue; Temporary when the pipes cannot be made."""
         try:
             msg_r, self._msg = os.pipe()
+        except OSError as e:
+            raise errors.Temporary(b"unable to make pipes: %s" % errors.error_str(e)) from None
+        try:
             env_r, self._env = os.pipe()
         except OSError as e:
+            os.close(msg_r)
+            self._close_message()
             raise errors.Temporary(b"unable to make pipes: %s" % errors.error_str(e)) from None
         try:
             if self.program is not None:
                 self._exec(msg_r, env_r)
             else:
                 self._service(msg_r, env_r)
+        except BaseException:
+            # qmail.c closes all four ends when vfork fails
+            self._close_message()
+            os.close(self._env)
+            self._env = -1
+            raise
         finally:
             os.close(msg_r)
             os.close(env_r)

@@ -131,6 +131,31 @@ def test_qq_waitpid_surprise(smtpd):
                                 b"221 host.example.com\r\n")
 
 
+@pytest.mark.parametrize("failing", ["fork", "second pipe"])
+def test_qqt_failure_leaves_no_descriptors(monkeypatch, failing):
+    """qmail_open() closes every pipe end it made when it cannot start
+    qmail-queue, so repeated `451 qqt failure` cannot use up the fds."""
+    from pyqmail import errors, qmail
+    if failing == "fork":
+        def fork():
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        monkeypatch.setattr(os, "fork", fork)
+    else:
+        real_pipe, calls = os.pipe, []
+
+        def pipe():
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(24, "Too many open files")
+            return real_pipe()
+        monkeypatch.setattr(os, "pipe", pipe)
+    before = sorted(os.listdir("/proc/self/fd"))
+    qq = qmail.Qmail(b"/nonexistent", {b"QMAILQUEUE": b"/bin/true"})
+    with pytest.raises((errors.Failure, OSError)):
+        qq.open()
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
 def test_no_queue_service(smtpd):
     """Without QMAILQUEUE the queue service is asked; when it is not running the
     message is refused temporarily, as qmail-queue's exit 73."""
