@@ -97,6 +97,15 @@ def test_timeoutsmtpd(smtpd):
     assert len(smtpd.items("incomplete")) == 1
 
 
+@pytest.mark.parametrize("value", [b"2147484", b"2147483647", b"4294967295"])
+def test_huge_timeoutsmtpd(smtpd, value):
+    """qmail's select() takes any positive int of seconds (4294967295 is -1 as
+    an int, so 1); poll()'s millisecond int must not overflow."""
+    smtpd.control(b"timeoutsmtpd", value + b"\n")
+    assert smtpd.run(b"NOOP\r\nQUIT\r\n") == (
+        0, b"220 host.example.com ESMTP\r\n250 ok\r\n221 host.example.com\r\n")
+
+
 def test_queue_exit_codes(smtpd):
     data = b"MAIL FROM:<a@x>\r\nRCPT TO:<b@host.example.com>\r\nDATA\r\nx\r\n.\r\n"
     for code, reply in [(53, b"451 qq write error or disk full (#4.3.0)\r\n"),
