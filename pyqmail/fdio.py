@@ -23,13 +23,29 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+POLL_MAX_MS = 2 ** 31 - 1   # poll() takes an int of milliseconds
+
+
+def poll_for(poller, timeout: float | None) -> bool:
+    """poller.poll() for timeout seconds (None = forever), however long: qmail's
+    select() takes any int of seconds, poll() only 24.8 days at a time."""
+    if timeout is None:
+        return bool(poller.poll(None))
+    ms = max(0, int(timeout * 1000))
+    while ms > POLL_MAX_MS:
+        if poller.poll(POLL_MAX_MS):
+            return True
+        ms -= POLL_MAX_MS
+    return bool(poller.poll(ms))
+
+
 def write_all_timeout(fd: int, data: bytes, timeout: float) -> None:
     """write_all with a deadline for each write (qmail's timeoutwrite)."""
     view = memoryview(data)
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     while view:
-        if not poller.poll(max(0, int(timeout * 1000))):
+        if not poll_for(poller, timeout):
             raise Timeout()
         view = view[os.write(fd, view):]
 
@@ -38,7 +54,7 @@ def wait_readable(fd: int, timeout: float | None) -> bool:
     """True when fd is readable (or at EOF/error) within timeout seconds."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
+    return poll_for(poller, timeout)
 
 
 def read_timeout(fd: int, size: int, timeout: float) -> bytes:

@@ -49,6 +49,7 @@ EXIT_TEXT = {
 }
 READ_ERROR = EXIT_TEXT[54]
 CRASHED = b"Zqq crashed (#4.3.0)"
+WAITPID_SURPRISE = b"Zqq waitpid surprise (#4.3.0)"
 
 
 def exit_text(code: int) -> bytes:
@@ -133,14 +134,25 @@ class Qmail:
         """Start a qmail-queue; Temporary when the pipes cannot be made."""
         try:
             msg_r, self._msg = os.pipe()
+        except OSError as e:
+            raise errors.Temporary(b"unable to make pipes: %s" % errors.error_str(e)) from None
+        try:
             env_r, self._env = os.pipe()
         except OSError as e:
+            os.close(msg_r)
+            self._close_message()
             raise errors.Temporary(b"unable to make pipes: %s" % errors.error_str(e)) from None
         try:
             if self.program is not None:
                 self._exec(msg_r, env_r)
             else:
                 self._service(msg_r, env_r)
+        except BaseException:
+            # qmail.c closes all four ends when vfork fails
+            self._close_message()
+            os.close(self._env)
+            self._env = -1
+            raise
         finally:
             os.close(msg_r)
             os.close(env_r)
@@ -225,7 +237,11 @@ class Qmail:
         if self._env >= 0:
             os.close(self._env)
             self._env = -1
-        code = self._wait()
+        try:
+            code = self._wait()
+        except ChildProcessError:
+            # no such child: SIGCHLD ignored by whoever started us, say
+            return WAITPID_SURPRISE
         if code is None:
             return CRASHED
         if code == 0 and self._flagerr:

@@ -28,8 +28,8 @@ def parse_options(argv: list[bytes]) -> tuple[bool, int, list[bytes]]:
     i = 1
     while i < len(argv):
         arg = argv[i]
-        if arg == b"--":
-            i += 1
+        if arg.startswith(b"--"):
+            i += 1                   # subgetopt: "--anything" ends the options
             break
         if not arg.startswith(b"-") or arg == b"-":
             break
@@ -67,8 +67,9 @@ def split_address(address) -> tuple[bytes, int]:
 
 
 def dns_ptr(ip: bytes) -> bytes | None:
-    """The first PTR name for ip, lowercased; SOFT on a temporary DNS failure;
-    None when there is none (qmail's dns_ptr)."""
+    """The first PTR name for ip, as dn_expand() writes it (special bytes
+    escaped), lowercased; SOFT on a temporary DNS failure; None when there is
+    none (qmail's dns_ptr)."""
     import dns.exception
     import dns.resolver
     import dns.reversename
@@ -80,8 +81,9 @@ def dns_ptr(ip: bytes) -> bytes | None:
     except (dns.exception.DNSException, OSError):
         return SOFT
     for record in answer:
-        labels = [label for label in record.target.labels if label]
-        return b".".join(labels).lower()
+        # dnspython's text form is dn_expand's: bytes outside ! .. ~ as \DDD,
+        # `".;\()@$` after a backslash; so no NUL or control byte gets through
+        return record.target.to_text(omit_final_dot=True).encode("ascii").lower()
     return None
 
 
@@ -89,6 +91,10 @@ def remoteinfo(remote: tuple[bytes, int], local: tuple[bytes, int], timeout: int
                family: int) -> bytes | None:
     """remoteinfo_get(): ask the client's identd (RFC 1413); None on any failure."""
     import socket
+    # tcp-env.c passes its unsigned long as (int) timeout
+    timeout &= 0xFFFFFFFF
+    if timeout >= 0x80000000:
+        return None                  # select() refuses a negative timeout
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:
             s.bind((local[0].decode(), 0))
@@ -105,14 +111,14 @@ def remoteinfo(remote: tuple[bytes, int], local: tuple[bytes, int], timeout: int
                     if ch in b" \t\r":
                         continue
                     if ch == 0x0a:
-                        return bytes(out)
+                        return bytes(out).split(b"\0", 1)[0]  # env_put2: a C string
                     if colons < 3:
                         if ch == 0x3a:
                             colons += 1
                     else:
                         out.append(ch)
                         if len(out) == IDENT_MAX:
-                            return bytes(out)
+                            return bytes(out).split(b"\0", 1)[0]
     except OSError:
         return None
 

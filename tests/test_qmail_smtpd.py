@@ -3,6 +3,7 @@ QMAILQUEUE pointing at a capture program that keeps what qmail-queue would read.
 import os
 import re
 import shutil
+import signal
 import smtplib
 import subprocess
 import time
@@ -96,6 +97,15 @@ def test_timeoutsmtpd(smtpd):
     assert len(smtpd.items("incomplete")) == 1
 
 
+@pytest.mark.parametrize("value", [b"2147484", b"2147483647", b"4294967295"])
+def test_huge_timeoutsmtpd(smtpd, value):
+    """qmail's select() takes any positive int of seconds (4294967295 is -1 as
+    an int, so 1); poll()'s millisecond int must not overflow."""
+    smtpd.control(b"timeoutsmtpd", value + b"\n")
+    assert smtpd.run(b"NOOP\r\nQUIT\r\n") == (
+        0, b"220 host.example.com ESMTP\r\n250 ok\r\n221 host.example.com\r\n")
+
+
 def test_queue_exit_codes(smtpd):
     data = b"MAIL FROM:<a@x>\r\nRCPT TO:<b@host.example.com>\r\nDATA\r\nx\r\n.\r\n"
     for code, reply in [(53, b"451 qq write error or disk full (#4.3.0)\r\n"),
@@ -115,6 +125,44 @@ def test_relative_qmailqueue_and_missing_program(smtpd):
     assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n$", out)
     code, out = smtpd.run(data, env={"QMAILQUEUE": "bin/nonexistent"})
     assert out.endswith(b"354 go ahead\r\n451 unable to exec qq (#4.3.0)\r\n")
+
+
+def test_qq_waitpid_surprise(smtpd):
+    """SIGCHLD ignored by whoever started qmail-smtpd: qmail-queue is reaped by
+    the kernel, wait fails, and qmail.c says so; the session goes on."""
+    done = subprocess.run([smtpd.program()], capture_output=True, env=smtpd.env, user=uid("qmaild"),
+                          group=gid("nofiles"), extra_groups=[],
+                          preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN),
+                          input=b"MAIL FROM:<a@x>\r\nRCPT TO:<b@host.example.com>\r\nDATA\r\nx\r\n.\r\n"
+                                b"QUIT\r\n")
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.endswith(b"354 go ahead\r\n451 qq waitpid surprise (#4.3.0)\r\n"
+                                b"221 host.example.com\r\n")
+
+
+@pytest.mark.parametrize("failing", ["fork", "second pipe"])
+def test_qqt_failure_leaves_no_descriptors(monkeypatch, failing):
+    """qmail_open() closes every pipe end it made when it cannot start
+    qmail-queue, so repeated `451 qqt failure` cannot use up the fds."""
+    from pyqmail import errors, qmail
+    if failing == "fork":
+        def fork():
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        monkeypatch.setattr(os, "fork", fork)
+    else:
+        real_pipe, calls = os.pipe, []
+
+        def pipe():
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(24, "Too many open files")
+            return real_pipe()
+        monkeypatch.setattr(os, "pipe", pipe)
+    before = sorted(os.listdir("/proc/self/fd"))
+    qq = qmail.Qmail(b"/nonexistent", {b"QMAILQUEUE": b"/bin/true"})
+    with pytest.raises((errors.Failure, OSError)):
+        qq.open()
+    assert sorted(os.listdir("/proc/self/fd")) == before
 
 
 def test_no_queue_service(smtpd):

@@ -25,6 +25,8 @@ DNS_IP = "127.0.0.53"
     ([b"tcp-env", b"-t", b"junk", b"prog"], (True, 0, [b"prog"])),
     ([b"tcp-env", b"-xq", b"--", b"-prog"], (True, 30, [b"-prog"])),
     ([b"tcp-env", b"-R"], (False, 30, [])),
+    # subgetopt: any argument starting "--" ends the options and is skipped
+    ([b"tcp-env", b"--x", b"-R", b"prog"], (True, 30, [b"-R", b"prog"])),
 ])
 def test_options(argv, parsed):
     assert tcp_env.parse_options(argv) == parsed
@@ -110,6 +112,30 @@ def test_environment(qmail_home, dnsmasq):
     assert b"TCPREMOTEHOST" not in env
 
 
+@pytest.mark.parametrize("target, name", [
+    ("Loop.EXAMPLE.", b"loop.example"),
+    ("a b.Example.", b"a\\032b.example"),
+    ("x\\000y.example.", b"x\\000y.example"),
+    ("nl\\010.example.", b"nl\\010.example"),
+    ('q"(;)@$.x.', b'q\\"\\(\\;\\)\\@\\$.x'),
+    ("a\\.b.example.", b"a\\.b.example"),
+    ("\\200.example.", b"\\200.example"),
+    (".", b"."),
+])
+def test_ptr_name_as_dn_expand_gives_it(monkeypatch, target, name):
+    """qmail's dns_ptr returns dn_expand's text: bytes outside ! to ~ as \\DDD,
+    `".;\\()@$` escaped with a backslash; then case_lowers."""
+    import dns.name
+    import dns.resolver
+
+    class Record:
+        def __init__(self, text):
+            self.target = dns.name.from_text(text)
+
+    monkeypatch.setattr(dns.resolver, "resolve", lambda *a, **k: [Record(target)])
+    assert tcp_env.dns_ptr(b"192.0.2.1") == name
+
+
 def test_softdnserror(qmail_home, tmp):
     resolv = os.path.join(tmp, "dead-resolv.conf")
     with open(resolv, "w") as f:
@@ -170,6 +196,8 @@ class Identd(threading.Thread):
     (b"%d , %d : ERROR : NO-USER\r\n", b""),
     (b"%d , %d : USERID : UNIX : a:b:" + b"x" * 1200 + b"\r\n", b"a:b:" + b"x" * 994),
     (b"%d , %d : USERID : UNIX : cut off", None),
+    # env_put2 takes a C string: the value ends at a NUL
+    (b"%d , %d : USERID : UNIX : jo\0e\r\n", b"jo"),
 ])
 def test_ident(qmail_home, dnsmasq, reply, info):
     ip = "127.0.0.%d" % random.randrange(70, 250)
@@ -237,3 +265,18 @@ def test_qmail_smtpd_under_xinetd(fresh_home, tmp):
         p.terminate()
         p.wait(10)
         p.stderr.close()
+
+
+def test_huge_ident_timeout(qmail_home, dnsmasq):
+    """tcp-env.c scans -t as an unsigned long and hands remoteinfo_get an int;
+    a value too big for Python's socket timeout must not make tcp-env fail."""
+    ip = "127.0.0.%d" % random.randrange(70, 250)
+    identd = Identd(ip, b"%d , %d : USERID : UNIX : joe\r\n")
+    identd.start()
+    try:
+        code, env, _, _ = run_tcp_env(qmail_home, dnsmasq, ["-t", "10000000000"], source=ip)
+    finally:
+        identd.join(30)
+        identd.sock.close()
+    assert code == 0
+    assert env.get(b"TCPREMOTEINFO") == b"joe"   # (int) 10000000000 = 1410065408 s
