@@ -3,9 +3,11 @@
 Runs as qmailq and listens on the Unix socket queue/lock/qmail-queued, which
 anyone may connect to.  A caller (bin/qmail-queue, or qmail-smtpd, qmail-inject
 and qmail-send through pyqmail.qmail) sends one byte with its message and
-envelope read descriptors attached (SCM_RIGHTS).  The service learns the
-caller's uid from the kernel (SO_PEERCRED), answers `qp N\\0`, runs qmail-queue's
-algorithm reading straight from those descriptors, and answers `exit C\\0`.
+envelope read descriptors attached (SCM_RIGHTS) and its real uid (SCM_CREDENTIALS,
+which the kernel checks: qmail-queue's getuid(), also for a setuid caller; a
+caller that sends none is named by SO_PEERCRED's uid).  The service answers
+`qp N\\0`, runs qmail-queue's algorithm reading straight from those
+descriptors, and answers `exit C\\0`.
 
 Each submission has a thread of its own, so a stalled client blocks nobody.
 N names the pid/ file and the Received line: for request byte P (sent by
