@@ -298,8 +298,14 @@ def wait_child(pid: int) -> int | None:
     return os.WEXITSTATUS(status)
 
 
-def maildir_child(job: Job, path: bytes, msg_fd: int) -> int:
-    """maildir_child(): tmp/TIME.PID.HOST, fsync, link into new/ (§2)."""
+class MaildirTimeout(Exception):
+    """The maildir write's alarm, when it runs in qmail-local's own process."""
+
+
+def maildir_child(job: Job, path: bytes, msg_fd: int, forked: bool = True) -> int:
+    """maildir_child(): tmp/TIME.PID.HOST, fsync, link into new/ (§2); the
+    code qmail's child exits with.  Not forked, the alarm raises MaildirTimeout
+    (after removing the tmp file) instead of exiting."""
     tmpname = b""
 
     def alarmed(signum, frame):
@@ -308,6 +314,8 @@ def maildir_child(job: Job, path: bytes, msg_fd: int) -> int:
                 os.unlink(tmpname)
             except OSError:
                 pass
+        if not forked:
+            raise MaildirTimeout()
         os._exit(3)
 
     signal.signal(signal.SIGALRM, alarmed)
@@ -392,21 +400,60 @@ def maildir_child(job: Job, path: bytes, msg_fd: int) -> int:
 
 def maildir(job: Job, path: bytes, msg_fd: int) -> None:
     rewind(msg_fd)
-    try:
-        pid = os.fork()
-    except OSError as e:
-        raise Temporary(b"Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
-    if pid == 0:
-        code = 1
+    code = maildir_here(job, path, msg_fd)
+    if code is None:
         try:
-            code = maildir_child(job, path, msg_fd)
-        finally:
-            os._exit(code)
-    code = wait_child(pid)
+            pid = os.fork()
+        except OSError as e:
+            raise Temporary(b"Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
+        if pid == 0:
+            code = 1
+            try:
+                code = maildir_child(job, path, msg_fd)
+            finally:
+                os._exit(code)
+        code = wait_child(pid)
     if code is None:
         raise Temporary(TEMP_CHILDCRASHED)
     if code != 0:
         raise Temporary(MAILDIR_TEXT.get(code, MAILDIR_OTHER))
+
+
+_maildir_pids: set[int] = set()
+
+
+def maildir_here(job: Job, path: bytes, msg_fd: int) -> int | None:
+    """maildir_child()'s work in this process, saving qmail's fork: its exit
+    code, or None when it must run in a child after all.  A process writes at
+    most one maildir message itself, so every TIME.PID.HOST name it makes has a
+    pid of its own, as with qmail's child per delivery; the cwd, the SIGALRM
+    handler and the alarm are put back afterwards."""
+    pid = os.getpid()
+    if pid in _maildir_pids:
+        return None
+    try:
+        here = os.open(b".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    _maildir_pids.add(pid)
+    previous = signal.getsignal(signal.SIGALRM)
+    code = 1
+    try:
+        code = maildir_child(job, path, msg_fd, forked=False)
+    except MaildirTimeout:
+        code = 3
+    except Exception:
+        code = 1   # what qmail's child would exit with
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        try:
+            os.fchdir(here)
+        except OSError:
+            raise Temporary(b"Unable to switch back to home directory. (#4.3.0)") from None
+        finally:
+            os.close(here)
+    return code
 
 
 def lock_exclusive(fd: int) -> bool:
