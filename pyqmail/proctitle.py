@@ -13,8 +13,14 @@ import os
 PR_SET_NAME = 15
 
 
+_area: tuple[int, int] | None = None
+
+
 def libc() -> ctypes.CDLL:
-    """Load libc once in a long-running parent, before the first fork."""
+    """Load libc once in a long-running parent, before the first fork; the
+    argument area, the same in every child it forks, is read here once too."""
+    global _area
+    _area = arg_area()
     return ctypes.CDLL(None, use_errno=True)
 
 
@@ -39,7 +45,7 @@ def rename(lib: ctypes.CDLL, argv: list[bytes]) -> bool:
     name = os.path.basename(argv[0])[:15]
     lib.prctl(PR_SET_NAME, ctypes.c_char_p(name), ctypes.c_ulong(0), ctypes.c_ulong(0),
               ctypes.c_ulong(0))
-    area = arg_area()
+    area = _area or arg_area()
     if area is None:
         return False
     start, end = area

@@ -421,8 +421,12 @@ class Listener:
                     env.pop(name, None)
                 else:
                     env[name] = value
-        os.environb.clear()
-        os.environb.update(env)
+        environ = os.environb   # each change is a putenv()/unsetenv(): only the differences
+        for name in [name for name in environ if name not in env]:
+            del environ[name]
+        for name, value in env.items():
+            if environ.get(name) != value:
+                environ[name] = value
         sys.argv = [os.fsdecode(a) for a in argv]
         code = 0
         try:
