@@ -375,7 +375,6 @@ class Bench:
         q.stop_smtpd()
         q.stop_tree()
         q.start_queued()
-        home = q.home.encode()
         queue = os.path.join(q.home, "queue")
         envelope = b"F%s\0T%s\0\0" % (SENDER.encode(), self.qbox.address.encode())
         floor_queue = floor.make_queue(os.path.join(self.base, "floor"), auto.SPLIT)
@@ -407,15 +406,7 @@ class Bench:
 
         def service():
             t0 = time.monotonic()
-            for _ in range(n):
-                qq = qmail.Qmail(home, {})
-                qq.open()
-                qq.put(self.message)
-                qq.from_(SENDER.encode())
-                qq.to(self.qbox.address.encode())
-                result = qq.close()
-                if result:
-                    raise BenchError("queue service: %s" % result.decode(errors="replace"))
+            self.queue_through_service(n, self.qbox.address)
             seconds = time.monotonic() - t0
             verify_queue()
             empty_queue()
@@ -600,6 +591,21 @@ class Bench:
                     % (self.n, workers), "msg/s", runs, [("pyqmail", "postfix")], messages=self.n,
                     verified=True)
 
+    def queue_through_service(self, n: int, address: str) -> None:
+        """n copies of the message to address, queued one after the other by
+        this process through pyqmail's queue service (qmail.Qmail, the code
+        qmail-smtpd and qmail-inject queue with)."""
+        home = self.pyqmail.home.encode()
+        for _ in range(n):
+            qq = qmail.Qmail(home, {})
+            qq.open()
+            qq.put(self.message)
+            qq.from_(SENDER.encode())
+            qq.to(address.encode())
+            result = qq.close()
+            if result:
+                raise BenchError("queue service: %s" % result.decode(errors="replace"))
+
     # -- issue 5's burst: one long-running client queueing local mail
 
     def burst_run(self, n: int):
@@ -607,20 +613,11 @@ class Bench:
         (qmail.Qmail, the code qmail-smtpd and qmail-inject queue with), until
         the last is in Maildir/new."""
         box = self.qbox
-        home = self.pyqmail.home.encode()
 
         def run():
             box.empty()
             t0 = time.monotonic()
-            for _ in range(n):
-                qq = qmail.Qmail(home, {})
-                qq.open()
-                qq.put(self.message)
-                qq.from_(SENDER.encode())
-                qq.to(box.address.encode())
-                result = qq.close()
-                if result:
-                    raise BenchError("queue service: %s" % result.decode(errors="replace"))
+            self.queue_through_service(n, box.address)
             seconds, timeline = wait_count(box.count, n, t0, max(300, n / 2))
             box.verify(n, self.message)
             self.drained("pyqmail")

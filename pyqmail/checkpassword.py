@@ -6,10 +6,11 @@ a program as that user (the checkpassword interface, spec/pop3.md §3).
 Debian has no package of djb's checkpassword 0.90, so pyqmail ships this one,
 which behaves as it does: fd 3 carries `login\\0password\\0timestamp\\0` (at
 most 512 bytes); the password is checked with crypt(3) against the shadow
-entry (the passwd field when there is none); exit 1 for a bad login or password, 2 for misuse, 111 for a temporary
-failure; on success: groups and gid, then uid, chdir to the home, USER, HOME
-and SHELL set, and prog exec'd (so its exit status is ours).  The timestamp is
-ignored, so APOP fails, as with the stock tool.
+entry (the passwd field when there is none); exit 1 for a bad login or
+password, 2 for misuse, 111 for a temporary failure; on success: groups and
+gid, then uid, chdir to the home, USER, HOME and SHELL set, and prog exec'd
+(so its exit status is ours).  The timestamp is ignored, so APOP fails, as
+with the stock tool.
 
 Run by qmail-popup as root; installed as root's alone (mode 0700).  crypt(3)
 and getspnam(3) are called through ctypes: Python's crypt and spwd modules are

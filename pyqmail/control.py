@@ -72,6 +72,11 @@ def scan_ulong(value: bytes) -> int | None:
     return int(value[:end]) if end else None
 
 
+def c_int(value: int) -> int:
+    """control_readint()'s `*i = u`: an unsigned long kept in a 32-bit C int."""
+    return ((value % (1 << 32)) ^ (1 << 31)) - (1 << 31)
+
+
 def parse_list(data: bytes) -> list[bytes]:
     """The entries of a `list` file's bytes."""
     if data.endswith(b"\n"):

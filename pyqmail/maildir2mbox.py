@@ -5,7 +5,7 @@ import os
 import sys
 
 from pyqmail import errors, maildir
-from pyqmail.qmail_local import gfrom, myctime
+from pyqmail.qmail_local import from_quote, myctime
 
 FATAL = b"maildir2mbox: fatal: "
 
@@ -29,18 +29,9 @@ def from_line(data: bytes, mtime: float) -> bytes:
 
 
 def quoted(data: bytes) -> bytes:
-    lines = data.split(b"\n")
-    last = lines.pop()
-    out = bytearray()
-    for line in lines:
-        if gfrom(line):
-            out += b">"
-        out += line + b"\n"
-    if last:
-        if gfrom(last):
-            out += b">"
-        out += last + b"\n"
-    return bytes(out) + b"\n"
+    """The message >From-quoted, an unterminated last line ended, a blank line."""
+    end = b"\n" if data and not data.endswith(b"\n") else b""
+    return from_quote(data) + end + b"\n"
 
 
 def convert(env: dict[bytes, bytes]) -> None:

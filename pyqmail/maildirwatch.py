@@ -4,7 +4,7 @@ import os
 import sys
 import time
 
-from pyqmail import errors, maildir
+from pyqmail import errors, headerbody, maildir
 
 FATAL = b"maildirwatch: fatal: "
 CLEAR = b"\033[;H\033[;J"
@@ -12,42 +12,6 @@ CLEAR = b"\033[;H\033[;J"
 
 def printable(data: bytes, replacement: bytes) -> bytes:
     return bytes(ch if 32 <= ch <= 126 else replacement[0] for ch in data)
-
-
-def field_valid(line: bytes) -> bool:
-    """hfield_valid(): a `:` after a name of bytes 33..126 (SP/TAB may follow it)."""
-    name, colon, _ = line.partition(b":")
-    name = name.rstrip(b" \t")
-    return bool(colon) and bool(name) and all(33 <= ch <= 126 for ch in name)
-
-
-def header_fields(data: bytes) -> tuple[list[bytes], bytes]:
-    """headerbody(): the header fields (continuations joined, each ending in
-    LF, one added to an unterminated last line) and the body text it hands on:
-    from the empty line, or `\\n` + the first line that is no field (nor a
-    `From ` line, which counts as a field)."""
-    fields = []
-    pos = 0
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        line = data[pos:] + b"\n" if end < 0 else data[pos:end + 1]
-        pos = len(data) if end < 0 else end + 1
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1] += line
-        elif line == b"\n":
-            return fields, line + body_lines(data[pos:])
-        elif line.startswith(b"From "):
-            fields.append(b"MBOX-Line: " + line)
-        elif field_valid(line):
-            fields.append(line)
-        else:
-            return fields, b"\n" + line + body_lines(data[pos:])
-    return fields, b""
-
-
-def body_lines(body: bytes) -> bytes:
-    """getsa(): an unterminated last line gets its LF."""
-    return body + b"\n" if body and not body.endswith(b"\n") else body
 
 
 def value(field: bytes) -> bytes:
@@ -63,15 +27,15 @@ def name_is(field: bytes, name: bytes) -> bool:
 def screen(messages: list[bytes]) -> bytes:
     out = bytearray(CLEAR)
     for data in messages:
-        fields, rest = header_fields(data)
+        fields, rest = headerbody.split(data)
         sender = recipient = b"?"
         from_ = None
         subject = b""
         for field in fields:
             if name_is(field, b"return-path"):
-                sender = value(field)[:-1] if value(field) else sender  # final LF dropped
+                sender = value(field)[:-1] or sender  # final LF dropped; empty keeps `?`
             elif name_is(field, b"delivered-to"):
-                recipient = value(field)[:-1] if value(field) else recipient
+                recipient = value(field)[:-1] or recipient
             elif name_is(field, b"from"):
                 from_ = field[:-1]
             elif name_is(field, b"subject"):

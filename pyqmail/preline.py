@@ -49,7 +49,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignored it at start-up
             try:
-                os.execvpe(rest[0], rest, environ.original())  # not os.environ (LC_CTYPE)
+                os.execvpe(rest[0], rest, env)
             except OSError as e:
                 code = 111 if errors.is_temporary(e) else 100
                 errors.write_line(2, FATAL + b"unable to run %s: %s" % (rest[0], errors.error_str(e)))
@@ -85,4 +85,5 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb)))
+    # the environment as the caller gave it, without Python's LC_CTYPE=C.UTF-8
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original()))

@@ -10,6 +10,7 @@ import sys
 import time
 
 from pyqmail import auto, control, date822
+from pyqmail.headerbody import field_valid
 from pyqmail.sgetopt import Getopt
 from pyqmail.token822 import (ATOM, AT, COLON, COMMENT, DOT, LEFT, LITERAL, QUOTE,
                               RIGHT, addrlist, parse, quote2, quote_need,
@@ -65,19 +66,6 @@ def field_name(h: bytes) -> bytes | None:
         return None
     name = h[:colon].rstrip(b" \t").lower()
     return name if name in KNOWN else None
-
-
-def field_valid(h: bytes) -> bool:
-    """hfield_valid(): `name:` with a name of bytes 33-126 (SP/TAB before the colon)."""
-    colon = h.find(b":")
-    if colon < 0:
-        return False
-    name = h[:colon].rstrip(b" \t")
-    if not name:
-        return False
-    return all(32 < ch < 127 for ch in name)
-
-
 
 
 def msgid(idhost: bytes, when: int, pid: int) -> bytes:

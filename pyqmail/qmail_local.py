@@ -71,12 +71,12 @@ def myctime(t: float) -> bytes:
                                                 tm.tm_hour, tm.tm_min, tm.tm_sec, tm.tm_year)
 
 
-FROM_LINE = re.compile(rb"^(?=>*From )", re.MULTILINE)  # where gfrom() lines get their `>`
+FROM_LINE = re.compile(rb"^(?=>*From )", re.MULTILINE)
 
 
-def gfrom(line: bytes) -> bool:
-    """gfrom(): the line needs a `>` (mboxrd: `>*From `)."""
-    return line.lstrip(b">").startswith(b"From ")
+def from_quote(data: bytes) -> bytes:
+    """gfrom(): a `>` before every line of data that starts `>*From ` (mboxrd)."""
+    return FROM_LINE.sub(b">", data)
 
 
 def rewind(fd: int) -> None:
@@ -97,10 +97,10 @@ class ReadError(Exception):
         self.error = error
 
 
-def message_lines(fd: int):
-    """getln() over fd: each line with its LF, then an unterminated last piece.
-    Time stays linear in the message however long a line is (ReadError on a
-    read failure)."""
+def line_blocks(fd: int):
+    """The message on fd in blocks of whole lines (each block ending in LF),
+    then an unterminated last piece.  Time stays linear in the message however
+    long a line is (ReadError on a read failure)."""
     pending = bytearray()
     while True:
         try:
@@ -113,11 +113,10 @@ def message_lines(fd: int):
             return
         scanned = len(pending)  # no LF before this
         pending += chunk
-        start = 0
-        while (end := pending.find(b"\n", scanned)) >= 0:
-            yield bytes(pending[start:end + 1])
-            start = scanned = end + 1
-        del pending[:start]
+        end = pending.rfind(b"\n", scanned)
+        if end >= 0:
+            yield bytes(pending[:end + 1])
+            del pending[:end + 1]
 
 
 class Job:
@@ -197,11 +196,14 @@ def bouncexf(job: Job, msg_fd: int) -> None:
     """The loop check: a header line equal to our Delivered-To line bounces."""
     rewind(msg_fd)
     try:
-        for line in message_lines(msg_fd):
-            if len(line) <= 1 or not line.endswith(b"\n"):
-                return  # the blank line; an unterminated last line is never compared
-            if line == job.dtline:
-                raise Permanent(ERR_LOOP)
+        for block in line_blocks(msg_fd):
+            # the last element of split() is what follows the block's final LF:
+            # empty, or an unterminated last line, which is never compared
+            for line in block.split(b"\n")[:-1]:
+                if not line:
+                    return  # the blank line
+                if line + b"\n" == job.dtline:
+                    raise Permanent(ERR_LOOP)
     except ReadError as e:
         raise Temporary(b"Unable to read message: %s. (#4.3.0)" % errors.error_str(e.error)) from None
 
@@ -419,7 +421,7 @@ def maildir(job: Job, path: bytes, msg_fd: int) -> None:
         raise Temporary(MAILDIR_TEXT.get(code, MAILDIR_OTHER))
 
 
-_maildir_pids: set[int] = set()
+_maildir_pid = 0   # the process that wrote a maildir message itself
 
 
 def maildir_here(job: Job, path: bytes, msg_fd: int) -> int | None:
@@ -428,14 +430,14 @@ def maildir_here(job: Job, path: bytes, msg_fd: int) -> int | None:
     most one maildir message itself, so every TIME.PID.HOST name it makes has a
     pid of its own, as with qmail's child per delivery; the cwd, the SIGALRM
     handler and the alarm are put back afterwards."""
-    pid = os.getpid()
-    if pid in _maildir_pids:
+    global _maildir_pid
+    if _maildir_pid == os.getpid():
         return None
     try:
         here = os.open(b".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
-    _maildir_pids.add(pid)
+    _maildir_pid = os.getpid()
     previous = signal.getsignal(signal.SIGALRM)
     code = 1
     try:
@@ -509,25 +511,13 @@ def mailfile(job: Job, path: bytes, msg_fd: int) -> None:
 def write_mbox(job: Job, fd: int, msg_fd: int) -> None:
     """From_, Return-Path, Delivered-To, the >From-quoted message, a blank line."""
     out = bytearray(job.ufline + job.rpline + job.dtline)
-    pending = bytearray()  # starts at a line start; time stays linear however long a line is
-    while True:
-        try:
-            chunk = os.read(msg_fd, CHUNK)
-        except OSError as e:
-            raise ReadError(e) from None
-        if not chunk:
-            break
-        scanned = len(pending)  # no LF before this
-        pending += chunk
-        end = pending.rfind(b"\n", scanned)
-        if end >= 0:
-            out += FROM_LINE.sub(b">", pending[:end + 1])
-            del pending[:end + 1]
+    for block in line_blocks(msg_fd):
+        out += from_quote(block)
+        if not block.endswith(b"\n"):
+            out += b"\n"  # the unterminated last line gets its LF
         if len(out) >= CHUNK:
             write_all(fd, out)
             out = bytearray()
-    if pending:
-        out += FROM_LINE.sub(b">", pending) + b"\n"
     out += b"\n"
     write_all(fd, out)
     os.fsync(fd)

@@ -5,7 +5,6 @@ The algorithm, `queue_message()`, runs as qmailq: in the queue service
 bin/qmail-queue.  Any other caller's bin/qmail-queue hands its fd 0 and fd 1 to
 the service and exits with the service's code; it never writes the queue.
 """
-import errno
 import os
 import sys
 import time

@@ -61,8 +61,9 @@ def receive_fds(conn: socket.socket) -> tuple[bytes, int | None, int, int] | Non
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
-        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= UCRED.size:
-            uid = UCRED.unpack_from(payload)[1]
+        elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            if len(payload) >= UCRED.size:
+                uid = UCRED.unpack_from(payload)[1]
     if data not in (b"Q", b"P") or len(fds) != 2 or flags & socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)

@@ -17,7 +17,7 @@ import socket
 import sys
 
 from pyqmail import auto, errors, ipme, qdns, tcpto
-from pyqmail.control import Control, ControlError
+from pyqmail.control import Control, ControlError, c_int
 from pyqmail.errors import Permanent, Temporary
 
 PORT_SMTP = 25
@@ -83,11 +83,6 @@ def addrmangle(address: bytes) -> bytes:
         box = b'"' + b"".join(b"\\" + bytes([c]) if c in b'\r\n"\\' else bytes([c])
                               for c in box) + b'"'
     return box + b"@" + domain
-
-
-def c_int(value: int) -> int:
-    """control_readint()'s `*i = u`: the unsigned long as a 32-bit C int."""
-    return ((value % (1 << 32)) ^ (1 << 31)) - (1 << 31)
 
 
 class Controls:

@@ -129,9 +129,7 @@ def do_int(name: bytes) -> bytes:
     if value is None:
         return out + b"(Default.) " + pre + default + post + b".\n"
     # control_readint(): an unsigned long stored in an int; negative shown as 0
-    value &= 0xFFFFFFFF
-    if value >= 0x80000000:
-        value = 0
+    value = max(control.c_int(value), 0)
     return out + pre + b"%d" % value + post + b".\n"
 
 

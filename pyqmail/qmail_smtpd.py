@@ -24,9 +24,7 @@ class Setup(Exception):
 
 def read_timeout(ctl: control.Control) -> int:
     """control/timeoutsmtpd as qmail's int: a value <= 0 becomes 1."""
-    value = ctl.int(b"timeoutsmtpd", 1200) & 0xFFFFFFFF
-    if value >= 0x80000000:
-        value -= 0x100000000
+    value = control.c_int(ctl.int(b"timeoutsmtpd", 1200))
     return value if value > 0 else 1
 
 

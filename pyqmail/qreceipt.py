@@ -3,7 +3,7 @@ address with a success notice to the sender (spec/admin-tools.md §6)."""
 import os
 import sys
 
-from pyqmail import auto, errors, quote
+from pyqmail import auto, errors, headerbody, quote
 from pyqmail.qmail import Qmail
 
 USAGE = b"qreceipt: usage: qreceipt deliveryaddress"
@@ -15,34 +15,6 @@ class Fatal(Exception):
         super().__init__(text)
         self.text = text
         self.code = code
-
-
-def field_valid(line: bytes) -> bool:
-    """hfield_valid(): a `:` after a name of bytes 33..126 (SP/TAB may follow it)."""
-    name, colon, _ = line.partition(b":")
-    name = name.rstrip(b" \t")
-    return bool(colon) and bool(name) and all(33 <= ch <= 126 for ch in name)
-
-
-def header_fields(data: bytes) -> list[bytes]:
-    """headerbody(): the header's fields, continuation lines joined, each with
-    its LF.  The header ends at an empty line or at the first line that is
-    neither a continuation, a `From ` line nor a valid field."""
-    fields = []
-    pos = 0
-    while pos < len(data):
-        end = data.find(b"\n", pos)
-        line = data[pos:] if end < 0 else data[pos:end + 1]
-        pos += len(line)
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        elif line.startswith(b"From "):
-            fields.append(b"MBOX-Line: " + line)
-        elif line == b"\n" or not field_valid(line):
-            break
-        else:
-            fields.append(line)
-    return fields
 
 
 def addresses(value: bytes, field: bytes) -> list[bytes]:
@@ -128,7 +100,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     try:
         receipt = False
         messageid = None
-        for field in header_fields(data):
+        for field in headerbody.split(data)[0]:
             name = field.split(b":", 1)[0].strip().lower()
             if b":" not in field:
                 continue

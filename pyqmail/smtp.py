@@ -14,7 +14,6 @@ an object with qmail.Qmail's interface; `now()` gives the time in seconds.
 Replies are qmail 1.03's; from netqmail 1.06 come QMAILQUEUE (in qmail.py), the
 hop-counter fix and 0.0.0.0 counting as a local address for localiphost.
 """
-import time
 
 from pyqmail import date822, errors
 

@@ -91,9 +91,9 @@ def remoteinfo(remote: tuple[bytes, int], local: tuple[bytes, int], timeout: int
                family: int) -> bytes | None:
     """remoteinfo_get(): ask the client's identd (RFC 1413); None on any failure."""
     import socket
-    # tcp-env.c passes its unsigned long as (int) timeout
-    timeout &= 0xFFFFFFFF
-    if timeout >= 0x80000000:
+    from pyqmail import control
+    timeout = control.c_int(timeout)  # tcp-env.c passes its unsigned long as (int) timeout
+    if timeout < 0:
         return None                  # select() refuses a negative timeout
     try:
         with socket.socket(family, socket.SOCK_STREAM) as s:

@@ -148,6 +148,12 @@ def test_me_is_read_once(ctl):
     assert ctl.me == b"first"
 
 
+def test_c_int():
+    # control_readint(): the unsigned long kept in an int
+    assert [control.c_int(v) for v in (1200, 4294967295, 2 ** 31, 2 ** 32 + 5)] == \
+        [1200, -1, -2 ** 31, 5]
+
+
 def test_scan_ulong():
     assert control.scan_ulong(b"123abc") == 123
     assert control.scan_ulong(b"abc") is None

@@ -97,24 +97,32 @@ def test_maildir2mbox_scan_error_and_tmp_cleaning(qmail_home, tmp_path):
     assert os.listdir(os.path.join(md, "tmp")) == [".dotfile"]
 
 
+def maildirwatch_screen(qmail_home, md: str, size: int) -> bytes:
+    """The first size bytes maildirwatch writes for md; it is stopped after."""
+    proc = subprocess.Popen([os.path.join(qmail_home, "bin", "maildirwatch")], env={"MAILDIR": md},
+                            stdout=subprocess.PIPE)
+    try:
+        out = b""
+        while len(out) < size:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
 def test_maildirwatch_first_screen(qmail_home, tmp_path):
     md = str(tmp_path / "md")
     tool(qmail_home, "maildirmake", md)
     make_maildir_message(md, "1.1.h", b"Return-Path: <s@x>\nDelivered-To: r@y\nFrom: Joe <j@x>\n"
                                       b"Subject: hello\n\nbody\x01\n")
-    proc = subprocess.Popen([os.path.join(qmail_home, "bin", "maildirwatch")], env={"MAILDIR": md},
-                            stdout=subprocess.PIPE)
-    try:
-        out = b""
-        expected = (b"\033[;H\033[;JFROM <s@x> TO <r@y>\n\033[1mFrom: Joe <j@x>\033[0m\n"
-                    b"hello//body//\n\n")
-        while len(out) < len(expected):
-            out += os.read(proc.stdout.fileno(), 4096)
-        assert out == expected
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    expected = (b"\033[;H\033[;JFROM <s@x> TO <r@y>\n\033[1mFrom: Joe <j@x>\033[0m\n"
+                b"hello//body//\n\n")
+    assert maildirwatch_screen(qmail_home, md, len(expected)) == expected
 
 
 def test_maildirwatch_header_as_headerbody_reads_it(qmail_home, tmp_path):
@@ -123,18 +131,8 @@ def test_maildirwatch_header_as_headerbody_reads_it(qmail_home, tmp_path):
     md = str(tmp_path / "md")
     tool(qmail_home, "maildirmake", md)
     make_maildir_message(md, "1.1.h", b"From s@x Mon\nReturn-Path:\nSubject: a\nnot a field\nbody")
-    proc = subprocess.Popen([os.path.join(qmail_home, "bin", "maildirwatch")], env={"MAILDIR": md},
-                            stdout=subprocess.PIPE)
-    try:
-        out = b""
-        expected = b"\033[;H\033[;JFROM ? TO <?>\na//not a field/body/\n\n"
-        while len(out) < len(expected):
-            out += os.read(proc.stdout.fileno(), 4096)
-        assert out == expected
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
+    expected = b"\033[;H\033[;JFROM ? TO <?>\na//not a field/body/\n\n"
+    assert maildirwatch_screen(qmail_home, md, len(expected)) == expected
 
 
 def test_forward(qmail_home, capture, tmp_path):

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from conftest import need_root, public_tmpdir, install, uid, wait_for
-from queueutil import QueueService, queue_files, read
-from pyqmail import date822, qmail, qmail_queue, prot
+from conftest import public_tmpdir, install, uid
+from queueutil import QueueService, queue_files, read, submit_as
+from pyqmail import date822, qmail, prot
 
 SPLIT = 23
 DATE = rb"\d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d\d:\d\d:\d\d -0000"
@@ -23,34 +23,6 @@ def service(fresh_home):
     svc = QueueService(fresh_home).start()
     yield svc
     svc.stop()
-
-
-def submit_as(home: str, as_uid: int, as_gid: int, message: bytes, envelope: list[bytes],
-              env=None) -> tuple[bytes, int]:
-    """Queue through pyqmail.qmail in a child running as as_uid; (result, qp)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            prot.drop(as_uid, as_gid)
-            qq = qmail.Qmail(home.encode(), env)
-            qq.open()
-            qq.put(message)
-            qq.from_(envelope[0])
-            for rcpt in envelope[1:]:
-                qq.to(rcpt)
-            result = qq.close()
-            os.write(w, b"%d %s" % (qq.qp, result))
-        finally:
-            os._exit(0)
-    os.close(w)
-    out = b""
-    while chunk := os.read(r, 4096):
-        out += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    qp, _, result = out.partition(b" ")
-    return result, int(qp)
 
 
 def the_message(home):
@@ -113,32 +85,15 @@ def test_uid_is_unsigned(service):
 def test_setuid_caller_is_named_by_its_real_uid(service):
     """qmail-queue names getuid(), the real uid: a setuid program (real uid
     nobody, effective uid qmaild) queues as nobody, not from the network."""
-    nobody, qmaild = uid("nobody"), uid("qmaild")
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setresgid(grp.getgrnam("nogroup").gr_gid, grp.getgrnam("nofiles").gr_gid, 0)
-            os.setresuid(nobody, qmaild, qmaild)
-            qq = qmail.Qmail(service.home.encode())
-            qq.open()
-            qq.put(b"x\n")
-            qq.from_(b"a@b")
-            qq.to(b"r@h")
-            os.write(w, b"%d %s" % (qq.qp, qq.close()))
-        finally:
-            os._exit(0)
-    os.close(w)
-    out = os.read(r, 4096)
-    os.close(r)
-    os.waitpid(pid, 0)
-    qp, _, result = out.partition(b" ")
+    nobody = uid("nobody")
+    result, qp = submit_as(service.home, nobody, grp.getgrnam("nogroup").gr_gid, b"x\n",
+                           [b"a@b", b"r@h"], effective_uid=uid("qmaild"))
     assert result == b""
     ident, queue = the_message(service.home)
-    assert read(os.path.join(queue, "todo", ident)).startswith(b"u%d\0p%s\0" % (nobody, qp))
+    assert read(os.path.join(queue, "todo", ident)).startswith(b"u%d\0p%d\0" % (nobody, qp))
     data = read(os.path.join(queue, "mess", str(int(ident) % SPLIT), ident))
-    assert data.startswith(b"Received: (qmail %s invoked by uid %d); " % (qp, nobody)), data
+    assert data.startswith(b"Received: (qmail %d invoked by uid %d); " % (qp, nobody)), data
+
 
 def run_qmail_queue(home, message: bytes, envelope: bytes, as_user=None, stdout=None):
     def demote():

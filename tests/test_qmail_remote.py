@@ -215,10 +215,10 @@ def test_ipme_counts_interfaces_that_are_up():
               "print(' '.join(ipme.ipv4() + ipme.ipv6()))\n" % SRC)
     shell = ("ip addr add 192.0.2.7/24 dev lo && ip -6 addr add fd00::7/128 dev lo && "
              "%s -c \"$1\" && ip link set lo up && %s -c \"$1\"" % (sys.executable, sys.executable))
+    # unshare (util-linux) and ip (iproute2, in make test's packages); as root
+    # in CI, a network namespace is always ours to make
     done = subprocess.run(["unshare", "-n", "sh", "-c", shell, "sh", script],
                           capture_output=True)
-    if done.returncode != 0 and b"unshare" in done.stderr:
-        pytest.skip("no network namespaces here")
     assert done.returncode == 0, done.stderr
     down, up = (set(line.split()) for line in done.stdout.decode().splitlines())
     assert "192.0.2.7" not in down and "fd00::7" not in down
@@ -384,8 +384,6 @@ def test_timeoutremote(home, peer):
 def test_timeouts_are_c_ints(home, peer):
     # control_readint() stores the number in an int: 4294967295 is -1, and
     # select() refuses a negative wait, so every read dies at once
-    assert [remote_module.c_int(v) for v in (1200, 4294967295, 2 ** 31, 2 ** 32 + 5)] == \
-        [1200, -1, -2 ** 31, 5]
     p = peer()
     route(home, p)
     write_control(home, "timeoutremote", "4294967295\n")

@@ -1,6 +1,5 @@
 """qmail-send: preprocessing, the spawn protocol, results, retries, bounces and
 the exact log lines (spec/send.md), with the real qmail-clean and queue service."""
-import calendar
 import grp
 import os
 import re
@@ -9,9 +8,9 @@ import time
 import pytest
 
 from conftest import uid, wait_for
-from queueutil import queue_files, read
+from queueutil import queue_files, read, submit_as
 from sendutil import SendHarness
-from pyqmail import qmail, qmail_send, prot
+from pyqmail import qmail_send
 
 SPLIT = 23
 
@@ -25,27 +24,23 @@ def configure(home, **files):
 
 
 def inject(home, sender: bytes, recipients: list[bytes], body=b"Subject: t\n\nhello\n"):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            prot.drop(uid("nobody"), grp.getgrnam("nogroup").gr_gid)
-            qq = qmail.Qmail(home.encode())
-            qq.open()
-            qq.put(body)
-            qq.from_(sender)
-            for rc in recipients:
-                qq.to(rc)
-            os.write(w, b"%d %s" % (qq.qp, qq.close()))
-        finally:
-            os._exit(0)
-    os.close(w)
-    out = os.read(r, 1000)
-    os.close(r)
-    os.waitpid(pid, 0)
-    qp, _, result = out.partition(b" ")
+    """Queue as nobody through the queue service; the qp."""
+    result, qp = submit_as(home, uid("nobody"), grp.getgrnam("nogroup").gr_gid, body,
+                           [sender] + recipients)
     assert result == b"", result
-    return int(qp)
+    return qp
+
+
+def deliver_all(send, local: int, remote: int) -> dict[bytes, int]:
+    """Take that many delivery commands on each channel, report each a
+    success; recipient -> channel (0 local, 1 remote)."""
+    got = {}
+    for channel, count in ((0, local), (1, remote)):
+        for _ in range(count):
+            slot, path, sender, rcpt = send.command(channel)
+            got[rcpt] = channel
+            send.report(channel, slot, b"K", b"r\0Kok\n" if channel else b"ok\n")
+    return got
 
 
 @pytest.fixture
@@ -83,16 +78,9 @@ def test_split_rules(send):
     send.read_log_until(rb"^status: local 0/10")
     inject(send.home, b"s@x", [b"joe", b"Joe@HOST.Example.com", b"info@virt.test", b"ann@other.test",
                                b"x@a.b.fax", b"x@except.fax"])
-    got = {}
-    for channel, count in ((0, 4), (1, 2)):
-        for _ in range(count):
-            slot, path, sender, rcpt = send.command(channel)
-            got[rcpt] = channel
-            send.report(channel, slot, b"K", b"r\0Kok\n" if channel else b"ok\n")
-    assert got == {b"joe@host.example.com": 0, b"Joe@HOST.Example.com": 0,
-                   b"alice-info@virt.test": 0, b"uucp-fax-x@a.b.fax": 0,
-                   b"ann@other.test": 1, b"x@except.fax": 1}
-
+    assert deliver_all(send, local=4, remote=2) == {
+        b"joe@host.example.com": 0, b"Joe@HOST.Example.com": 0, b"alice-info@virt.test": 0,
+        b"uucp-fax-x@a.b.fax": 0, b"ann@other.test": 1, b"x@except.fax": 1}
 
 
 def test_sighup_rereads_locals_and_virtualdomains(send):
@@ -107,13 +95,8 @@ def test_sighup_rereads_locals_and_virtualdomains(send):
     os.kill(send.pid, 1)
     time.sleep(0.5)  # qmail-send handles the flag in its main loop; a message queued now sees it
     inject(send.home, b"s@x", [b"ann@new.test", b"info@virt2.test", b"info@virt.test"])
-    got = {}
-    for channel, count in ((0, 2), (1, 1)):
-        for _ in range(count):
-            slot, path, sender, rcpt = send.command(channel)
-            got[rcpt] = channel
-            send.report(channel, slot, b"K", b"r\0Kok\n" if channel else b"ok\n")
-    assert got == {b"ann@new.test": 0, b"bob-info@virt2.test": 0, b"info@virt.test": 1}
+    assert deliver_all(send, local=2, remote=1) == {
+        b"ann@new.test": 0, b"bob-info@virt2.test": 0, b"info@virt.test": 1}
 
 def test_failure_makes_exact_bounce(send):
     send.read_log_until(rb"^status: local 0/10")
@@ -169,7 +152,7 @@ def test_deferral_is_retried_on_schedule_and_expires(send):
     slot, path, sender, rcpt = send.command(0)
     part, ident = path.decode().split("/")
     send.report(0, slot, b"Z", b"try later\n")
-    log = send.read_log_until(rb"deferral: try_later/")
+    send.read_log_until(rb"deferral: try_later/")
     # age the message past queuelifetime, ALRM: one last try, then a bounce
     info = os.path.join(send.home, "queue", "info", part, ident)
     old = time.time() - 604801
