@@ -292,6 +292,18 @@ def read_qmail_file(fd: int) -> bytes:
 
 # --- deliveries -----------------------------------------------------------
 
+def fork_failed(reason: bytes) -> Temporary:
+    return Temporary(b"Unable to fork: %s. (#4.3.0)" % reason)
+
+
+def fork() -> int:
+    """fork(), its failure a temporary one with qmail-local's text."""
+    try:
+        return os.fork()
+    except OSError as e:
+        raise fork_failed(errors.error_str(e)) from None
+
+
 def wait_child(pid: int) -> int | None:
     """The child's exit code, None if it crashed."""
     _, status = os.waitpid(pid, 0)
@@ -404,10 +416,7 @@ def maildir(job: Job, path: bytes, msg_fd: int) -> None:
     rewind(msg_fd)
     code = maildir_here(job, path, msg_fd)
     if code is None:
-        try:
-            pid = os.fork()
-        except OSError as e:
-            raise Temporary(b"Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
+        pid = fork()
         if pid == 0:
             code = 1
             try:
@@ -543,10 +552,7 @@ def mailprogram(job: Job, command: bytes, env: dict[bytes, bytes],
                 msg_fd: int, out_fd: int, err_fd: int) -> bool:
     """`|command` via /bin/sh -c; True when it exited 99 (skip later lines)."""
     rewind(msg_fd)
-    try:
-        pid = os.fork()
-    except OSError as e:
-        raise Temporary(b"Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
+    pid = fork()
     if pid == 0:
         code = 111
         try:
@@ -580,10 +586,9 @@ def mailforward(job: Job, recipients: list[bytes], newsender: bytes,
     try:
         qq.open()
     except OSError as e:
-        raise Temporary(b"Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
+        raise fork_failed(errors.error_str(e)) from None
     except Temporary as e:
-        reason = e.text.rpartition(b": ")[2]
-        raise Temporary(b"Unable to fork: %s. (#4.3.0)" % reason) from None
+        raise fork_failed(e.text.rpartition(b": ")[2]) from None
     qq.put(job.dtline)
     while True:
         try:

@@ -68,6 +68,30 @@ def fresh_home():
     shutil.rmtree(base, ignore_errors=True)
 
 
+def in_child(body) -> bytes:
+    """body() run in a forked child, which then exits: the bytes it returned,
+    or the repr of what it raised."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            try:
+                out = body()
+            except BaseException as e:
+                out = repr(e).encode()
+            os.write(w, out)
+        finally:
+            os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 4096):
+        out += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return out
+
+
 def wait_for(cond, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not cond():

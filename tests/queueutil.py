@@ -3,7 +3,7 @@ import os
 import signal
 import subprocess
 
-from conftest import wait_for
+from conftest import in_child, wait_for
 from pyqmail import prot, qmail
 
 
@@ -12,33 +12,22 @@ def submit_as(home: str, as_uid: int, as_gid: int, message: bytes, envelope: lis
     """Queue through pyqmail.qmail in a child running as as_uid (with
     effective_uid as its effective and saved uid, like a setuid program,
     when given); (result, qp)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            if effective_uid is None:
-                prot.drop(as_uid, as_gid)
-            else:
-                os.setgroups([])
-                os.setresgid(as_gid, as_gid, as_gid)
-                os.setresuid(as_uid, effective_uid, effective_uid)
-            qq = qmail.Qmail(home.encode(), env)
-            qq.open()
-            qq.put(message)
-            qq.from_(envelope[0])
-            for rcpt in envelope[1:]:
-                qq.to(rcpt)
-            result = qq.close()
-            os.write(w, b"%d %s" % (qq.qp, result))
-        finally:
-            os._exit(0)
-    os.close(w)
-    out = b""
-    while chunk := os.read(r, 4096):
-        out += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    qp, _, result = out.partition(b" ")
+    def body():
+        if effective_uid is None:
+            prot.drop(as_uid, as_gid)
+        else:
+            os.setgroups([])
+            os.setresgid(as_gid, as_gid, as_gid)
+            os.setresuid(as_uid, effective_uid, effective_uid)
+        qq = qmail.Qmail(home.encode(), env)
+        qq.open()
+        qq.put(message)
+        qq.from_(envelope[0])
+        for rcpt in envelope[1:]:
+            qq.to(rcpt)
+        result = qq.close()
+        return b"%d %s" % (qq.qp, result)
+    qp, _, result = in_child(body).partition(b" ")
     return result, int(qp)
 
 

@@ -3,38 +3,25 @@ import os
 
 import pytest
 
-from conftest import need_root, uid
+from conftest import in_child, need_root, uid
 from pyqmail import prot
 
 
 def status_in_child(target_uid, target_gid, groups=None):
     """Drop in a forked child; return its /proc/self/status lines and whether
     setuid(0) worked afterwards."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+    def body():
+        prot.drop(target_uid, target_gid, groups)
+        with open("/proc/self/status", "rb") as f:
+            lines = [ln for ln in f.read().split(b"\n")
+                     if ln.split(b":")[0] in (b"Uid", b"Gid", b"Groups")]
         try:
-            prot.drop(target_uid, target_gid, groups)
-            with open("/proc/self/status", "rb") as f:
-                lines = [ln for ln in f.read().split(b"\n")
-                         if ln.split(b":")[0] in (b"Uid", b"Gid", b"Groups")]
-            try:
-                os.setuid(0)
-                regained = b"regained"
-            except PermissionError:
-                regained = b"stuck"
-            os.write(w, b"\n".join(lines + [regained]))
-        except BaseException as e:
-            os.write(w, repr(e).encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    out = b""
-    while chunk := os.read(r, 4096):
-        out += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return out.split(b"\n")
+            os.setuid(0)
+            regained = b"regained"
+        except PermissionError:
+            regained = b"stuck"
+        return b"\n".join(lines + [regained])
+    return in_child(body).split(b"\n")
 
 
 def test_drop_to_qmaild():
