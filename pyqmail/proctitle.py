@@ -2,10 +2,15 @@
 forked without exec to run another program's code shows that program's name in
 /proc as its comm and argv[0]).
 
-comm is set with prctl(PR_SET_NAME); the command line is overwritten in place,
-in the memory the kernel reports as the argument area (/proc/self/stat fields
-48-49), as setproctitle(3) does: no privilege needed, but the new command line
-is cut to the length of the old one and padded with NULs.
+comm is written to /proc/thread-self/comm (prctl(PR_SET_NAME) without /proc);
+the command line is overwritten in place, in the memory the kernel reports as
+the argument area (/proc/self/stat fields 48-49), through /proc/self/mem (a
+memmove without /proc), as setproctitle(3) does: no privilege needed, but the
+new command line is cut to the length of the old one and padded with NULs.
+
+The /proc route is the cheap one in a forked child: ctypes' Python code, run
+for the first time after the fork, costs the child a copy of every page it
+touches.
 """
 import ctypes
 import os
@@ -14,14 +19,26 @@ PR_SET_NAME = 15
 
 
 _area: tuple[int, int] | None = None
+_proc = True    # whether this process may write its own /proc files
 
 
 def libc() -> ctypes.CDLL:
     """Load libc once in a long-running parent, before the first fork; the
-    argument area, the same in every child it forks, is read here once too."""
-    global _area
+    argument area, the same in every child it forks, is read here once too, and
+    whether /proc will let the children write (not once the process has
+    changed its uid: its /proc files then belong to root)."""
+    global _area, _proc
     _area = arg_area()
-    return ctypes.CDLL(None, use_errno=True)
+    try:
+        os.close(os.open(b"/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC))
+        _proc = True
+    except OSError:
+        _proc = False
+    lib = ctypes.CDLL(None, use_errno=True)
+    # the function and its argument types resolved here, not in every child
+    lib.prctl.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong,
+                          ctypes.c_ulong)
+    return lib
 
 
 def arg_area() -> tuple[int, int] | None:
@@ -42,15 +59,31 @@ def arg_area() -> tuple[int, int] | None:
 def rename(lib: ctypes.CDLL, argv: list[bytes]) -> bool:
     """Set comm to basename(argv[0]) and the command line to argv (as much as
     fits); False if the command line could not be changed."""
-    name = os.path.basename(argv[0])[:15]
-    lib.prctl(PR_SET_NAME, ctypes.c_char_p(name), ctypes.c_ulong(0), ctypes.c_ulong(0),
-              ctypes.c_ulong(0))
+    name = argv[0].rpartition(b"/")[2].partition(b"\0")[0][:15]
+    if not (_proc and write_proc(b"/proc/thread-self/comm", name, 0)):
+        lib.prctl(PR_SET_NAME, name, 0, 0, 0)
     area = _area or arg_area()
     if area is None:
         return False
     start, end = area
     size = end - start
-    block = b"\0".join(a.replace(b"\0", b"") for a in argv)[:size - 1]
-    block += b"\0" * (size - len(block))
-    ctypes.memmove(start, block, size)
+    block = b"\0".join([a.replace(b"\0", b"") for a in argv])[:size - 1]
+    block += bytes(size - len(block))
+    if not (_proc and write_proc(b"/proc/self/mem", block, start)):
+        ctypes.memmove(start, block, size)
     return True
+
+
+def write_proc(path: bytes, data: bytes, offset: int) -> bool:
+    """Write all of data at offset of a /proc file of this process; False if
+    that cannot be done (then the caller asks libc)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.pwrite(fd, data, offset) == len(data)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

@@ -6,6 +6,7 @@
 Runs as the recipient.  The message is fd 0 (seekable); the summary goes to
 fd 1, failures to fd 2 (both the report pipe under qmail-lspawn).
 """
+import _signal
 import errno
 import fcntl
 import os
@@ -332,7 +333,7 @@ def maildir_child(job: Job, path: bytes, msg_fd: int, forked: bool = True) -> in
             raise MaildirTimeout()
         os._exit(3)
 
-    signal.signal(signal.SIGALRM, alarmed)
+    _signal.signal(signal.SIGALRM, alarmed)
     try:
         os.chdir(path)
     except OSError as e:
@@ -447,7 +448,7 @@ def maildir_here(job: Job, path: bytes, msg_fd: int) -> int | None:
     except OSError:
         return None
     _maildir_pid = os.getpid()
-    previous = signal.getsignal(signal.SIGALRM)
+    previous = _signal.getsignal(signal.SIGALRM)
     code = 1
     try:
         code = maildir_child(job, path, msg_fd, forked=False)
@@ -457,7 +458,7 @@ def maildir_here(job: Job, path: bytes, msg_fd: int) -> int | None:
         code = 1   # what qmail's child would exit with
     finally:
         signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        _signal.signal(signal.SIGALRM, previous)
         try:
             os.fchdir(here)
         except OSError:
@@ -708,7 +709,10 @@ def run(argv: list[bytes], env: dict[bytes, bytes], msg_fd: int, report_fd: int,
     if out_fd is None:
         out_fd = report_fd
     os.umask(0o077)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # _signal's functions here, not signal's wrappers: their enum conversions,
+    # run for the first time in a forked delivery child, cost it a copy of
+    # every page they touch
+    _signal.signal(signal.SIGPIPE, _signal.SIG_IGN)
     try:
         job = Job(argv)
         deliver(job, env, msg_fd, out_fd, report_fd)

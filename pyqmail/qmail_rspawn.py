@@ -7,6 +7,7 @@ completion order.  Each delivery is a forked child that runs qmail-remote's
 code in-process (renamed qmail-remote), or execs `$QMAILREMOTE` when that is
 set (notqmail 1.08).
 """
+import _signal
 import os
 import signal
 import sys
@@ -78,7 +79,7 @@ class RemoteSpawner(spawn.Spawner):
         """qmail-remote HOST SENDER RECIPIENT in this process (renamed
         qmail-remote), or $QMAILREMOTE exec'd; message on fd 0, pipe on 1 and 2."""
         argv = [b"qmail-remote", recipient[at + 1:], sender, recipient]
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _signal.signal(signal.SIGCHLD, _signal.SIG_DFL)   # not signal's wrapper (qmail-tcpsrv)
         spawn.into_child_fds(message_fd, report_fd)
         if self.qmailremote is not None:
             try:

@@ -32,6 +32,7 @@ Beyond tcpserver 0.88:
 SIGTERM ends the listener at once with exit 0, as tcpserver's: the port is
 closed and the sessions under way finish on their own.
 """
+import _signal
 import os
 import select
 import signal
@@ -411,7 +412,7 @@ class Listener:
         argv = self.o.program
         proctitle.rename(self.lib, argv)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _signal.signal(signal.SIGINT, _signal.default_int_handler)
         # a new interpreter would change its environment again as ours did at
         # start (PEP 538 sets LC_CTYPE=C.UTF-8 in the C locale)
         env = dict(env)
@@ -568,10 +569,13 @@ def child(listener: Listener, conn: socket.socket, remote_address, closing: list
     """The forked child: never returns into the accept loop."""
     code = 111
     try:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # _signal's functions, not signal's wrappers: their enum conversions,
+        # run for the first time in each child, cost it a copy of every page
+        # they touch
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(signal.SIGCHLD, _signal.SIG_DFL)
+        _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         for fd in closing:
             os.close(fd)
         code = listener.connection(conn, remote_address)
