@@ -2,15 +2,30 @@
 
 Python changes its own environment at start-up (PEP 538 locale coercion adds
 LC_CTYPE=C.UTF-8), so os.environb is not what the caller passed.  Programs that
-hand their environment on to user programs (qmail-lspawn, qmail-local: "nothing
-else is set or removed", spec/local.md §5.7) read the original from
+hand their environment on (qmail-lspawn, qmail-local: "nothing else is set or
+removed", spec/local.md §5.7; every program to the QMAILQUEUE program it runs,
+qmail-start to its logger, qmail-popup to checkpassword) read the original from
 /proc/self/environ, which the kernel keeps as execve() got it.
+
+A program run in-process by a forked child of a listener (qmail-tcpsrv) was
+never exec'd: the listener names the environment an exec would have given it
+with set_original().
 """
 import os
+
+_given: dict[bytes, bytes] | None = None
+
+
+def set_original(env: dict[bytes, bytes]) -> None:
+    """In a forked child about to run a program's code: what original() is."""
+    global _given
+    _given = dict(env)
 
 
 def original() -> dict[bytes, bytes]:
     """The execve() environment; os.environb where /proc is missing."""
+    if _given is not None:
+        return dict(_given)
     try:
         with open(b"/proc/self/environ", "rb") as f:
             data = f.read()

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from pyqmail import errors
+from pyqmail import environ, errors
 from pyqmail.dotqmail_tools import Fatal, queue_copy
 
 FATAL = b"forward: fatal: "
@@ -26,4 +26,4 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb)))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original()))

@@ -120,7 +120,8 @@ class Qmail:
 
     def __init__(self, qmail_home: bytes, env: dict[bytes, bytes] | None = None):
         self.qmail_home = qmail_home
-        self.program = (env or {}).get(b"QMAILQUEUE")
+        self.env = env or {}     # the caller's environment, as a C program's environ
+        self.program = self.env.get(b"QMAILQUEUE")
         self.qp = 0
         self._flagerr = False
         self._msg = -1
@@ -187,7 +188,7 @@ class Qmail:
                 code = 120
                 import signal
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-                os.execv(self.program, [self.program])
+                os.execve(self.program, [self.program], self.env)
             except BaseException:
                 pass
             os._exit(code)

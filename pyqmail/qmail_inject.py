@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from pyqmail import auto, control, date822
+from pyqmail import auto, control, date822, environ
 from pyqmail.headerbody import field_valid
 from pyqmail.sgetopt import Getopt
 from pyqmail.token822 import (ATOM, AT, COLON, COMMENT, DOT, LEFT, LITERAL, QUOTE,
@@ -541,4 +541,4 @@ def run(argv: list[bytes], env: dict[bytes, bytes], qmail_home: bytes) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb), auto.QMAIL_HOME))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original(), auto.QMAIL_HOME))

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from pyqmail import errors, fdio, pop3
+from pyqmail import environ, errors, fdio, pop3
 
 TIMEOUT = 1200   # qmail-popup's timeoutread/timeoutwrite
 READSIZE = 128   # qmail-popup's ssinbuf: what it reads past the PASS line is lost
@@ -60,7 +60,7 @@ def doanddie(session: pop3.Popup, childargs: list[bytes], outfd: int) -> int:
             # child, so the session itself does not pay for it
             import signal
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            os.execvp(childargs[0], childargs)
+            os.execvpe(childargs[0], childargs, environ.original())
         finally:
             os._exit(1)
     os.close(pipe_r)

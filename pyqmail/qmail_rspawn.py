@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-from pyqmail import auto, errors, proctitle, qdns, qmail_remote, spawn, tcpto
+from pyqmail import auto, environ, errors, proctitle, qdns, qmail_remote, spawn, tcpto
 
 READ_LIMIT = 1 << 20   # a child's output beyond this is read and dropped; qmail-remote
                        # writes at most a few kB, and qmail-send keeps only 10000 bytes
@@ -83,7 +83,7 @@ class RemoteSpawner(spawn.Spawner):
         spawn.into_child_fds(message_fd, report_fd)
         if self.qmailremote is not None:
             try:
-                os.execvp(self.qmailremote, [self.qmailremote] + argv[1:])
+                os.execvpe(self.qmailremote, [self.qmailremote] + argv[1:], self.env)
             except OSError as e:
                 return 111 if errors.is_temporary(e) else 100
         proctitle.rename(self.lib, argv)   # comm and argv[0]: qmail-remote
@@ -120,4 +120,4 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb)))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original()))

@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from pyqmail import auto, control, date822, errors, quote
+from pyqmail import auto, control, date822, environ, errors, quote
 
 LOCAL, REMOTE = 0, 1
 CHANNEL_NAME = (b"local", b"remote")
@@ -1023,12 +1023,8 @@ def run(qmail_home: bytes, split: int = auto.SPLIT, env=None) -> int:
 
 
 def main() -> None:
-    env = {}
-    queue_program = os.environb.get(b"QMAILQUEUE")
-    if queue_program is not None:
-        env[b"QMAILQUEUE"] = queue_program
     try:
-        code = run(auto.QMAIL_HOME, auto.SPLIT, env)
+        code = run(auto.QMAIL_HOME, auto.SPLIT, environ.original())
     except Exception:
         Log(0).line(b"alert: internal error in qmail-send; exiting")
         code = 111

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from pyqmail import auto, cdb, control, fdio, ipme, qmail, smtp
+from pyqmail import auto, cdb, control, environ, fdio, ipme, qmail, smtp
 
 READSIZE = 1024   # qmail-smtpd's ssinbuf
 
@@ -157,4 +157,4 @@ def run(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME,
 
 
 def main() -> None:
-    sys.exit(run(dict(os.environb)))
+    sys.exit(run(environ.original()))

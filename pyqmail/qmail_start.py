@@ -13,11 +13,21 @@ import os
 import signal
 import sys
 
-from pyqmail import auto, prot
+from pyqmail import auto, environ, prot
 
 
-def spawn(program: bytes, argv: list[bytes], fds: dict[int, int], close: list[int],
-          uid: int | None = None, gid: int | None = None, groups=None) -> int:
+def environment() -> dict[bytes, bytes]:
+    """What qmail-start hands on: the environment it was started with (not the
+    one the interpreter made of it), less QMAILSTART_DETACH once detached.
+    Read while still root: after a uid change /proc/self is root's."""
+    env = environ.original()
+    if b"QMAILSTART_DETACH" not in os.environb:
+        env.pop(b"QMAILSTART_DETACH", None)
+    return env
+
+
+def spawn(program: bytes, argv: list[bytes], env: dict[bytes, bytes], fds: dict[int, int],
+          close: list[int], uid: int | None = None, gid: int | None = None, groups=None) -> int:
     """fork; in the child drop to uid/gid, put fds in place, close the rest, execvp."""
     pid = os.fork()
     if pid == 0:
@@ -33,7 +43,7 @@ def spawn(program: bytes, argv: list[bytes], fds: dict[int, int], close: list[in
                     except OSError:
                         pass
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            os.execvp(program, argv)
+            os.execvpe(program, argv, env)
         except BaseException:
             pass
         os._exit(111)
@@ -41,6 +51,7 @@ def spawn(program: bytes, argv: list[bytes], fds: dict[int, int], close: list[in
 
 
 def run(argv: list[bytes]) -> int:
+    env = environment()
     os.chdir(b"/")
     os.umask(0o077)
     qmail = auto.GID_QMAIL
@@ -55,7 +66,7 @@ def run(argv: list[bytes]) -> int:
         default_delivery = args.pop(0)
     if args:
         log_r, log_w = os.pipe()
-        spawn(args[0], args, {0: log_r}, [log_w, log_r, 2, 3, 4, 5, 6],
+        spawn(args[0], args, env, {0: log_r}, [log_w, log_r, 2, 3, 4, 5, 6],
               auto.UID_QMAILL, auto.GID_NOFILES)
         os.close(log_r)
         os.dup2(log_w, 1, inheritable=True)
@@ -63,13 +74,13 @@ def run(argv: list[bytes]) -> int:
     pipes = [os.pipe() for _ in range(6)]
     every = [fd for p in pipes for fd in p] + [2, 3, 4, 5, 6]
     (p1r, p1w), (p2r, p2w), (p3r, p3w), (p4r, p4w), (p5r, p5w), (p6r, p6w) = pipes
-    spawn(b"qmail-lspawn", [b"qmail-lspawn", default_delivery], {0: p1r, 1: p2w}, every)
-    spawn(b"qmail-rspawn", [b"qmail-rspawn"], {0: p3r, 1: p4w}, every,
+    spawn(b"qmail-lspawn", [b"qmail-lspawn", default_delivery], env, {0: p1r, 1: p2w}, every)
+    spawn(b"qmail-rspawn", [b"qmail-rspawn"], env, {0: p3r, 1: p4w}, every,
           auto.UID_QMAILR, qmail)
-    spawn(b"qmail-clean", [b"qmail-clean"], {0: p5r, 1: p6w}, every, auto.UID_QMAILQ, qmail)
+    spawn(b"qmail-clean", [b"qmail-clean"], env, {0: p5r, 1: p6w}, every, auto.UID_QMAILQ, qmail)
     # pyqmail's queue service: on no pipe of qmail's; its complaints go to the log
     devnull = os.open(b"/dev/null", os.O_RDONLY)
-    spawn(b"qmail-queued", [b"qmail-queued", b"-p"], {0: devnull, 1: 1, 2: 1}, every + [devnull],
+    spawn(b"qmail-queued", [b"qmail-queued", b"-p"], env, {0: devnull, 1: 1, 2: 1}, every + [devnull],
           auto.UID_QMAILQ, qmail)
     os.close(devnull)
     prot.drop(auto.UID_QMAILS, qmail)
@@ -78,7 +89,7 @@ def run(argv: list[bytes]) -> int:
     for fd in [fd for p in pipes for fd in p]:
         os.close(fd)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    os.execvp(b"qmail-send", [b"qmail-send"])
+    os.execvpe(b"qmail-send", [b"qmail-send"], env)
     return 111
 
 

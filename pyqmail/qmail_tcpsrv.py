@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 
-from pyqmail import auto, cdb, errors, prot, proctitle
+from pyqmail import auto, cdb, environ, errors, prot, proctitle
 from pyqmail.sgetopt import Getopt
 
 FATAL = b"tcpserver: fatal: "
@@ -413,6 +413,9 @@ class Listener:
         proctitle.rename(self.lib, argv)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         _signal.signal(signal.SIGINT, _signal.default_int_handler)
+        # the program hands on the environment it was given, not the one the
+        # interpreter makes of it
+        environ.set_original(env)
         # a new interpreter would change its environment again as ours did at
         # start (PEP 538 sets LC_CTYPE=C.UTF-8 in the C locale)
         env = dict(env)
@@ -422,12 +425,12 @@ class Listener:
                     env.pop(name, None)
                 else:
                     env[name] = value
-        environ = os.environb   # each change is a putenv()/unsetenv(): only the differences
-        for name in [name for name in environ if name not in env]:
-            del environ[name]
+        current = os.environb   # each change is a putenv()/unsetenv(): only the differences
+        for name in [name for name in current if name not in env]:
+            del current[name]
         for name, value in env.items():
-            if environ.get(name) != value:
-                environ[name] = value
+            if current.get(name) != value:
+                current[name] = value
         sys.argv = [os.fsdecode(a) for a in argv]
         code = 0
         try:

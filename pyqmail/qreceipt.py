@@ -3,7 +3,7 @@ address with a success notice to the sender (spec/admin-tools.md §6)."""
 import os
 import sys
 
-from pyqmail import auto, errors, headerbody, quote
+from pyqmail import auto, environ, errors, headerbody, quote
 from pyqmail.qmail import Qmail
 
 USAGE = b"qreceipt: usage: qreceipt deliveryaddress"
@@ -139,4 +139,4 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb)))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original()))

@@ -21,6 +21,7 @@ def write(path, data, mode=0o644):
 HEAD = b"Date: d\nMessage-ID: <m@x>\nFrom: f@x.y\n"
 
 CAPTURE = b"""#!/bin/sh
+env > "$CAPDIR/environ"
 cat > "$CAPDIR/msg" || exit 54
 cat 0<&1 > "$CAPDIR/env" || exit 54
 exit ${CAPEXIT:-0}
@@ -54,7 +55,7 @@ class Home:
             write(path, data)
 
     def clear(self):
-        for name in ("msg", "env"):
+        for name in ("msg", "env", "environ"):
             path = os.path.join(self.capdir, name)
             if os.path.exists(path):
                 os.unlink(path)

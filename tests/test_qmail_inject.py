@@ -492,3 +492,14 @@ def test_queued_by_the_queue_service_as_nobody(service_home, program, args):
     assert read(os.path.join(q, "todo", ident)) == (
         b"u%d\0p%s\0Fme@host.example.com\0Td@host.example.com\0Ta@b.c\0Te@f.g\0"
         % (uid("nobody"), m.group(1)))
+
+
+def test_qmailqueue_program_gets_the_callers_environment(home):
+    """The QMAILQUEUE program sees qmail-inject's environment as it was given,
+    not the locale its interpreter coerced (PEP 538)."""
+    r = run(home, HEAD + b"To: a@b.c\n\n", env=base_env(KEPT="x"), queue=True)
+    assert (r.code, r.err) == (0, b"")
+    with open(os.path.join(home.capdir, "environ"), "rb") as f:
+        got = sorted(line for line in f.read().split(b"\n")[:-1] if not line.startswith(b"PWD="))
+    assert got == [b"CAPDIR=" + home.capdir.encode(), b"KEPT=x", b"PATH=/usr/bin:/bin",
+                   b"QMAILQUEUE=" + home.capture.encode(), b"USER=me"]

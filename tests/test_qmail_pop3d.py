@@ -347,8 +347,10 @@ def test_popup_hands_the_login_on_fd_3(qmail_home, tmp_path):
     saved = tmp_path / "fd3"
     prog = tmp_path / "prog"
     sigign = tmp_path / "sigign"
+    environ = tmp_path / "environ"
     prog.write_text("#!/bin/sh\ncat <&3 > %s\necho \"$1 $2\" >&2\nprintf '+OK child\\r\\n'\n"
-                    "grep ^SigIgn: /proc/$$/status > %s\nexit ${EXIT:-0}\n" % (saved, sigign))
+                    "grep ^SigIgn: /proc/$$/status > %s\nenv > %s\nexit ${EXIT:-0}\n"
+                    % (saved, sigign, environ))
     prog.chmod(0o755)
     done = subprocess.run([popup, "pop.example.com", str(prog), "a1", "a2"],
                           input=b"USER joe\r\nPASS pw with  spaces\r\nSTAT\r\n",
@@ -366,6 +368,8 @@ def test_popup_hands_the_login_on_fd_3(qmail_home, tmp_path):
                           input=b"APOP joe digest\r\n", capture_output=True)
     assert done.stdout.endswith(b"+OK child\r\n-ERR authorization failed\r\n")
     assert saved.read_bytes().startswith(b"joe\0digest\0<")
+    # popup's own environment, not the locale its interpreter coerced (PEP 538)
+    assert sorted(environ.read_bytes().split()) == [b"EXIT=7", b"PWD=" + str(os.getcwd()).encode()]
     prog.write_text("#!/bin/sh\nkill -SEGV $$\n")
     done = subprocess.run([popup, "pop.example.com", str(prog)],
                           input=b"USER joe\r\nPASS x\r\n", capture_output=True)

@@ -293,8 +293,8 @@ def test_qmailremote_hook(home, rspawn, scripts):
     messid = queue_message(home, 401, b"Subject: hook\n\nbody\n").encode()
     args = os.path.join(scripts, "args")
     os.chmod(scripts, 0o777)
-    fake = script(scripts, "fake", 'printf "%%s|" "$0" "$@" > %s; cat > %s.msg\n'
-                  'printf "r\\0Kfake accepted.\\n\\0"\n' % (args, args))
+    fake = script(scripts, "fake", 'printf "%%s|" "$0" "$@" > %s; cat > %s.msg; env > %s.env\n'
+                  'printf "r\\0Kfake accepted.\\n\\0"\n' % (args, args, args))
     r = rspawn({"QMAILREMOTE": fake})
     r.command(0, messid, b"a@x.test", b"b@Some.Host@peer.test")
     assert r.report() == (0, b"Kfake accepted.\n")
@@ -303,6 +303,10 @@ def test_qmailremote_hook(home, rspawn, scripts):
         assert f.read() == fake.encode() + b"|peer.test|a@x.test|b@Some.Host@peer.test|"
     with open(args + ".msg", "rb") as f:
         assert f.read() == b"Subject: hook\n\nbody\n"
+    # qmail-rspawn's environment, not the locale its interpreter coerced (PEP 538)
+    with open(args + ".env", "rb") as f:
+        assert sorted(e for e in f.read().split(b"\n")[:-1] if not e.startswith(b"PWD=")) == [
+            b"PATH=/usr/bin:/bin", b"QMAILREMOTE=" + fake.encode()]
 
 
 @pytest.mark.parametrize("body,report", [

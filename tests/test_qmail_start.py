@@ -2,7 +2,9 @@
 in a Maildir, read qmail-send's log, check the processes in /proc."""
 import grp
 import os
+import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -10,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import uid, wait_for
+from conftest import public_tmpdir, uid, wait_for
 from localusers import Users
 from pyqmail import prot
 
@@ -372,3 +374,28 @@ def test_resident_qmail_getpw(tree, users):
     # found through qmail-getpw: user joe, dash "-", extension "ext"
     wait_for(lambda: os.listdir(os.path.join(joe.home, "Maildir", "new")))
     assert tree.children()["qmail-getpw"] == [pid]   # the same process served it
+
+
+def test_children_get_the_environment_qmail_start_was_given(fresh_home):
+    """The logger, qmail-send and the helpers get qmail-start's own environment,
+    as execvp() hands it on: not the locale the interpreter coerced (PEP 538)."""
+    base = public_tmpdir("pyqmail-logger-")
+    os.chown(base, uid("qmaill"), -1)
+    saved = pathlib.Path(base) / "logger.env"
+    tree = Tree(fresh_home, "sh", "-c", "env > %s; exec cat > /dev/null" % saved)
+    try:
+        wait_for(lambda: saved.exists() and b"PATH=" in saved.read_bytes())
+        wait_for(lambda: "qmail-lspawn" in tree.children() and "qmail-queued" in tree.children())
+        kids = tree.children()
+        environs = {}
+        for name in ("qmail-send", "qmail-lspawn", "qmail-rspawn", "qmail-clean", "qmail-queued"):
+            with open(f"/proc/{kids[name][0]}/environ", "rb") as f:
+                environs[name] = f.read()
+        logged = saved.read_bytes()
+    finally:
+        tree.stop()
+        shutil.rmtree(base)
+    path = f"PATH={fresh_home}/bin:/usr/bin:/bin".encode()
+    assert sorted(logged.split()) == sorted([path, b"PWD=/"])
+    for name, data in environs.items():
+        assert data == path + b"\0", name
