@@ -21,7 +21,7 @@ import os
 import pwd
 import sys
 
-from pyqmail import errors, prot
+from pyqmail import environ, errors, prot
 
 UP_MAX = 512    # djb's up[513]: reading 513 bytes means too much
 
@@ -148,7 +148,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes], login_fd: int = 3) -> int:
 
 def main() -> None:
     try:
-        code = run([os.fsencode(a) for a in sys.argv], dict(os.environb))
+        code = run([os.fsencode(a) for a in sys.argv], environ.original())
     except Exception:
         code = errors.note_bug(2)
     sys.exit(code)

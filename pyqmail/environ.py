@@ -3,9 +3,11 @@
 Python changes its own environment at start-up (PEP 538 locale coercion adds
 LC_CTYPE=C.UTF-8), so os.environb is not what the caller passed.  Programs that
 hand their environment on (qmail-lspawn, qmail-local: "nothing else is set or
-removed", spec/local.md §5.7; every program to the QMAILQUEUE program it runs,
-qmail-start to its logger, qmail-popup to checkpassword) read the original from
-/proc/self/environ, which the kernel keeps as execve() got it.
+removed", spec/local.md §5.7; every program to the QMAILQUEUE program it runs;
+qmail-start to its logger and helpers; qmail-popup, checkpassword and tcp-env to
+the program they run) read the original from /proc/self/environ, which the
+kernel keeps as execve() got it.  Read it before a change of uid: /proc/self is
+root's afterwards.
 
 A program run in-process by a forked child of a listener (qmail-tcpsrv) was
 never exec'd: the listener names the environment an exec would have given it

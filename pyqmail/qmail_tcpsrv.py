@@ -686,22 +686,6 @@ def run(argv: list[bytes], env: dict[bytes, bytes],
     return serve(Listener(o, env, module, lib, startup), s)
 
 
-def original_environment() -> dict[bytes, bytes]:
-    """The environment this process was started with, from /proc/self/environ:
-    an exec'd program gets the caller's environment, not the one the interpreter
-    changed at start."""
-    try:
-        with open("/proc/self/environ", "rb") as f:
-            data = f.read()
-    except OSError:
-        return dict(os.environb)
-    env: dict[bytes, bytes] = {}
-    for entry in data.split(b"\0"):
-        name, eq, value = entry.partition(b"=")
-        if eq and name and name not in env:
-            env[name] = value
-    return env
-
-
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], original_environment(), dict(os.environb)))
+    # read before run() drops the uid: /proc/self is then root's
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original(), dict(os.environb)))

@@ -12,6 +12,8 @@ given as plain IPv4).
 import os
 import sys
 
+from pyqmail import environ
+
 IDENT_PORT = 113
 IDENT_MAX = 998        # remoteinfo.c's line[999]
 SOFT = b"softdnserror"
@@ -178,4 +180,4 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
 
 
 def main() -> None:
-    sys.exit(run([os.fsencode(a) for a in sys.argv], dict(os.environb)))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original()))

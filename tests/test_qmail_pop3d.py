@@ -407,15 +407,15 @@ def checkpassword(home, data, argv, env=None):
 
 
 def test_checkpassword(qmail_home, account):
-    show = [PYTHON, "-c", "import os; print(os.getuid(), os.getgid(), os.getgroups(), os.getcwd(),"
-            " os.environ['USER'], os.environ['HOME'], os.environ['SHELL'], os.environ['KEPT'])"]
+    show = ["/bin/sh", "-c", 'echo $(id -u) $(id -g) "[$(id -G | tr " " ,)]" "$(pwd)" "$USER" "$HOME" '
+            '"$SHELL" "$KEPT" "${LC_CTYPE-unset}"']
     login = account.name.encode()
     done = checkpassword(qmail_home, login + b"\0" + PASSWORD.encode() + b"\0<1.2@x>\0", show,
                          env={"KEPT": "yes", "USER": "root", "PATH": os.environ["PATH"]})
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().split() == [
         str(account.uid), str(account.gid), "[%d]" % account.gid, account.home,
-        account.name, account.home, "/bin/sh", "yes"]
+        account.name, account.home, "/bin/sh", "yes", "unset"]
     # the exit status is the program's
     done = checkpassword(qmail_home, login + b"\0" + PASSWORD.encode() + b"\0", ["sh", "-c", "exit 9"])
     assert done.returncode == 9

@@ -106,6 +106,9 @@ def test_environment(qmail_home, dnsmasq):
     assert env[b"TCPREMOTEIP"] == b"127.0.0.1" and env[b"TCPREMOTEPORT"] == b"%d" % cport
     assert env[b"TCPLOCALHOST"] == b"loop.example" and env[b"TCPREMOTEHOST"] == b"loop.example"
     assert b"TCPREMOTEINFO" not in env
+    # the caller's environment, not the locale the interpreter coerced (PEP 538)
+    assert sorted(set(env) - {b"PWD"}) == [b"PATH", b"PROTO", b"TCPLOCALHOST", b"TCPLOCALIP", b"TCPLOCALPORT",
+                           b"TCPREMOTEHOST", b"TCPREMOTEIP", b"TCPREMOTEPORT"]
     code, env, _, _ = run_tcp_env(qmail_home, dnsmasq, ["-R"], source="127.0.0.61",
                                   env={"PATH": "/usr/bin:/bin", "TCPREMOTEHOST": "stale"})
     assert code == 0 and env[b"TCPREMOTEIP"] == b"127.0.0.61"
