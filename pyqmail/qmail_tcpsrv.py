@@ -291,14 +291,13 @@ def remoteinfo(family: int, remote: tuple[bytes, int], local: tuple[bytes, int],
 
 # --- one connection (tcpserver's doit(), in the forked child) -----------------------
 
+SAFE_TABLE = bytes(0x3f if ch < 33 or ch > 126 or ch in b"%:" else ch for ch in range(256))
+
+
 def safe(text: bytes) -> bytes:
     """safecats(): at most 100 printable characters, `?` for the rest and for `%`, `:`."""
-    out = bytearray()
-    for ch in text[:SAFE_MAX]:
-        out.append(0x3f if ch < 33 or ch > 126 or ch in b"%:" else ch)
-    if len(text) > SAFE_MAX:
-        out += b"..."
-    return bytes(out)
+    out = text[:SAFE_MAX].translate(SAFE_TABLE)
+    return out + b"..." if len(text) > SAFE_MAX else out
 
 
 def address(sockaddr) -> tuple[bytes, int, bytes | None]:
@@ -322,6 +321,9 @@ class Listener:
         self.startup = startup or {}   # what the interpreter's start changed in env
         self.module = module      # the program's module, when it runs in-process
         self.lib = lib            # libc for proctitle.rename
+        # the environment every child starts with, as a plain dict: a child
+        # compares against this, not against os.environb (Python code per key)
+        self.inherited = dict(os.environb)
 
     def log(self, line: bytes, level: int = 2) -> None:
         if self.o.verbosity >= level:
@@ -331,7 +333,8 @@ class Listener:
         """doit(): the program's environment and whether a rule denies the client."""
         o = self.o
         remoteip, remoteport, _ = address(remote_address)
-        self.log(b"tcpserver: pid %d from %s" % (os.getpid(), remoteip))
+        if o.verbosity >= 2:
+            self.log(b"tcpserver: pid %d from %s" % (os.getpid(), remoteip))
         six = b":" in remoteip
         if not six and conn.family == socket.AF_INET:
             try:
@@ -371,10 +374,11 @@ class Listener:
         deny = False
         if o.rules is not None:
             deny = check_rules(o.rules, o.allow_no_rules, remoteip, remotehost, info, env)
-        self.log(b"tcpserver: %s %d %s:%s:%s %s:%s:%s:%s" % (
-            b"deny" if deny else b"ok", os.getpid(), safe(localhost or b""), safe(localip),
-            safe(b"%d" % localport), safe(remotehost or b""), safe(remoteip),
-            safe(info or b""), safe(b"%d" % remoteport)))
+        if o.verbosity >= 2:
+            self.log(b"tcpserver: %s %d %s:%s:%s %s:%s:%s:%s" % (
+                b"deny" if deny else b"ok", os.getpid(), safe(localhost or b""), safe(localip),
+                safe(b"%d" % localport), safe(remotehost or b""), safe(remoteip),
+                safe(info or b""), safe(b"%d" % remoteport)))
         return env, deny
 
     def connection(self, conn: socket.socket, remote_address) -> int:
@@ -425,12 +429,12 @@ class Listener:
                     env.pop(name, None)
                 else:
                     env[name] = value
-        current = os.environb   # each change is a putenv()/unsetenv(): only the differences
-        for name in [name for name in current if name not in env]:
-            del current[name]
+        inherited = self.inherited   # each change is a putenv()/unsetenv(): only the differences
+        for name in [name for name in inherited if name not in env]:
+            del os.environb[name]
         for name, value in env.items():
-            if current.get(name) != value:
-                current[name] = value
+            if inherited.get(name) != value:
+                os.environb[name] = value
         sys.argv = [os.fsdecode(a) for a in argv]
         code = 0
         try:
