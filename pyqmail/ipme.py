@@ -5,11 +5,16 @@ IPv6 from /proc/net/if_inet6; 127.0.0.1 and ::1 are always included.
 for programs exec'd once per connection (qmail-smtpd); the socket modules are
 imported only by the functions that use them.
 """
+import os
+
+from pyqmail import fdio
+
 SIOCGIFCONF = 0x8912
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
 IFREQ_SIZE = 40  # struct ifreq on 64-bit Linux
 FIB_TRIE = "/proc/net/fib_trie"
+FIB_TRIE_MAX = 1 << 20   # a bigger routing table: ask the interfaces (ipv4()) instead
 
 
 def is_up(sock, name: bytes) -> bool:
@@ -51,10 +56,15 @@ def ipv4_fast() -> list[str]:
     """ipv4() from /proc/net/fib_trie (each `/32 host LOCAL` leaf is an interface
     address); ipv4() itself when that file cannot be read."""
     try:
-        with open(FIB_TRIE, "rb") as f:
-            lines = f.read().split(b"\n")
+        fd = os.open(FIB_TRIE, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return ipv4()
+    try:
+        lines = fdio.read_all(fd, FIB_TRIE_MAX).split(b"\n")
+    except (OSError, fdio.LineTooLong):
+        return ipv4()
+    finally:
+        os.close(fd)
     out = ["127.0.0.1"]
     leaf = None
     for line in lines:

@@ -336,7 +336,9 @@ class Listener:
         if o.verbosity >= 2:
             self.log(b"tcpserver: pid %d from %s" % (os.getpid(), remoteip))
         six = b":" in remoteip
-        if not six and conn.family == socket.AF_INET:
+        # an IPv4 socket (its address is a pair; socket.family's enum would
+        # cost a forked child pages of enum code)
+        if len(remote_address) == 2:
             try:
                 conn.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
             except OSError:
