@@ -19,7 +19,8 @@ _given: dict[bytes, bytes] | None = None
 
 
 def set_original(env: dict[bytes, bytes]) -> None:
-    """In a forked child about to run a program's code: what original() is."""
+    """What original() is, for the rest of this process: called only in a
+    forked child about to run a program's code, never in its parent."""
     global _given
     _given = dict(env)
 

@@ -18,27 +18,23 @@ import os
 PR_SET_NAME = 15
 
 
-_area: tuple[int, int] | None = None
-_proc = True    # whether this process may write its own /proc files
+class Title:
+    """What renaming a child needs, prepared once in a long-running parent
+    before its first fork: libc's prctl (resolved here, not in every child),
+    the argument area (the same in every child) and whether /proc lets the
+    children write (not once the process has changed its uid: its /proc files
+    then belong to root)."""
 
-
-def libc() -> ctypes.CDLL:
-    """Load libc once in a long-running parent, before the first fork; the
-    argument area, the same in every child it forks, is read here once too, and
-    whether /proc will let the children write (not once the process has
-    changed its uid: its /proc files then belong to root)."""
-    global _area, _proc
-    _area = arg_area()
-    try:
-        os.close(os.open(b"/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC))
-        _proc = True
-    except OSError:
-        _proc = False
-    lib = ctypes.CDLL(None, use_errno=True)
-    # the function and its argument types resolved here, not in every child
-    lib.prctl.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong,
-                          ctypes.c_ulong)
-    return lib
+    def __init__(self):
+        self.area = arg_area()
+        try:
+            os.close(os.open(b"/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC))
+            self.proc = True
+        except OSError:
+            self.proc = False
+        self.lib = ctypes.CDLL(None, use_errno=True)
+        self.lib.prctl.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong,
+                                   ctypes.c_ulong, ctypes.c_ulong)
 
 
 def arg_area() -> tuple[int, int] | None:
@@ -56,20 +52,19 @@ def arg_area() -> tuple[int, int] | None:
     return (start, end) if 0 < start < end else None
 
 
-def rename(lib: ctypes.CDLL, argv: list[bytes]) -> bool:
+def rename(title: Title, argv: list[bytes]) -> bool:
     """Set comm to basename(argv[0]) and the command line to argv (as much as
     fits); False if the command line could not be changed."""
     name = argv[0].rpartition(b"/")[2].partition(b"\0")[0][:15]
-    if not (_proc and write_proc(b"/proc/thread-self/comm", name, 0)):
-        lib.prctl(PR_SET_NAME, name, 0, 0, 0)
-    area = _area or arg_area()
-    if area is None:
+    if not (title.proc and write_proc(b"/proc/thread-self/comm", name, 0)):
+        title.lib.prctl(PR_SET_NAME, name, 0, 0, 0)
+    if title.area is None:
         return False
-    start, end = area
+    start, end = title.area
     size = end - start
     block = b"\0".join([a.replace(b"\0", b"") for a in argv])[:size - 1]
     block += bytes(size - len(block))
-    if not (_proc and write_proc(b"/proc/self/mem", block, start)):
+    if not (title.proc and write_proc(b"/proc/self/mem", block, start)):
         ctypes.memmove(start, block, size)
     return True
 

@@ -101,7 +101,7 @@ def nughde_from_cdb(local: bytes) -> bytes | None:
 GETPW_FD = 3  # the resident qmail-getpw's socket, in a delivery child
 
 
-def start_getpw(lib) -> int:
+def start_getpw(title) -> int:
     """Fork the resident qmail-getpw (uid qmailp): lookups without a process per
     delivery.  Returns qmail-lspawn's end of its socket, or -1 (then every
     lookup forks its own qmail-getpw, as before)."""
@@ -116,7 +116,7 @@ def start_getpw(lib) -> int:
             ours.close()
             os.closerange(0, theirs.fileno())
             os.closerange(theirs.fileno() + 1, 65536)
-            proctitle.rename(lib, [b"qmail-getpw"])
+            proctitle.rename(title, [b"qmail-getpw"])
             prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
             qmail_getpw.serve(theirs)
         finally:
@@ -150,7 +150,7 @@ def ask_getpw(local: bytes) -> bytes | None:
     return answer[1:]
 
 
-def nughde_from_getpw(lib, local: bytes) -> bytes:
+def nughde_from_getpw(title, local: bytes) -> bytes:
     """qmail-getpw LOCAL as qmailp/nofiles, and its answer: from the resident
     qmail-getpw, else a forked child (renamed qmail-getpw) running its code."""
     answer = ask_getpw(local)
@@ -165,7 +165,7 @@ def nughde_from_getpw(lib, local: bytes) -> bytes:
         code = QLX_USAGE
         try:
             os.close(r)
-            proctitle.rename(lib, [b"qmail-getpw", local])
+            proctitle.rename(title, [b"qmail-getpw", local])
             prot.drop(auto.UID_QMAILP, auto.GID_NOFILES)
             code = QLX_SYS
             code = qmail_getpw.run([b"qmail-getpw", local], w)
@@ -199,12 +199,12 @@ def scan_ulong(value: bytes) -> int:
     return int(value[:end]) if end else 0
 
 
-def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipient: bytes,
+def delivery_child(title, message_fd: int, report_fd: int, sender: bytes, recipient: bytes,
                    at: int, aliasempty: bytes, env: dict[bytes, bytes], getpw_fd: int = -1) -> int:
     """spawn()'s child: find the user, become it, run qmail-local; the exit code."""
     local = recipient[:at]
     domain = recipient[at + 1:]
-    proctitle.rename(lib, [b"bin/qmail-local", b"--", local + b"@" + domain])
+    proctitle.rename(title, [b"bin/qmail-local", b"--", local + b"@" + domain])
     spawn.into_child_fds(message_fd, report_fd, getpw_fd)
     if not local:
         return 0  # <>: the trash address
@@ -215,7 +215,7 @@ def delivery_child(lib, message_fd: int, report_fd: int, sender: bytes, recipien
     try:
         nughde = nughde_from_cdb(local)
         if nughde is None:
-            nughde = nughde_from_getpw(lib, local)
+            nughde = nughde_from_getpw(title, local)
     except SystemExit as e:
         return e.code
     finally:
@@ -247,11 +247,11 @@ class LocalSpawner(spawn.Spawner):
         self.getpw_fd = getpw_fd
         self.aliasempty = aliasempty
         self.env = env
-        self.lib = proctitle.libc()
+        self.title = proctitle.Title()
 
     def child(self, message_fd, report_fd, sender, recipient, at) -> int:
         try:
-            return delivery_child(self.lib, message_fd, report_fd, sender, recipient, at,
+            return delivery_child(self.title, message_fd, report_fd, sender, recipient, at,
                                   self.aliasempty, self.env, self.getpw_fd)
         except BaseException:
             return errors.note_bug(2)
@@ -273,7 +273,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
         return 111
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     spawner = LocalSpawner(argv[1], env)
-    spawner.getpw_fd = start_getpw(spawner.lib)
+    spawner.getpw_fd = start_getpw(spawner.title)
     spawner.write(bytes((auto.SPAWN,)))
     return spawner.loop()
 

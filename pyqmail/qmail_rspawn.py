@@ -73,7 +73,7 @@ class RemoteSpawner(spawn.Spawner):
         super().__init__()
         self.env = env
         self.qmailremote = env.get(b"QMAILREMOTE") or None
-        self.lib = proctitle.libc()
+        self.title = proctitle.Title()
 
     def child(self, message_fd, report_fd, sender, recipient, at) -> int:
         """qmail-remote HOST SENDER RECIPIENT in this process (renamed
@@ -86,7 +86,7 @@ class RemoteSpawner(spawn.Spawner):
                 os.execvpe(self.qmailremote, [self.qmailremote] + argv[1:], self.env)
             except OSError as e:
                 return 111 if errors.is_temporary(e) else 100
-        proctitle.rename(self.lib, argv)   # comm and argv[0]: qmail-remote
+        proctitle.rename(self.title, argv)   # comm and argv[0]: qmail-remote
         return qmail_remote.run(argv, self.env, 0, 1)
 
     def report(self, wstat: int, output: bytes) -> bytes:

@@ -314,13 +314,13 @@ def address(sockaddr) -> tuple[bytes, int, bytes | None]:
 class Listener:
     """What the children of one listener share: options, program, environment."""
 
-    def __init__(self, o: Options, env: dict[bytes, bytes], module=None, lib=None,
+    def __init__(self, o: Options, env: dict[bytes, bytes], module=None, title=None,
                  startup: dict[bytes, bytes | None] | None = None):
         self.o = o
         self.env = env
         self.startup = startup or {}   # what the interpreter's start changed in env
         self.module = module      # the program's module, when it runs in-process
-        self.lib = lib            # libc for proctitle.rename
+        self.title = title        # proctitle.rename's preparation
         # the environment every child starts with, as a plain dict: a child
         # compares against this, not against os.environb (Python code per key)
         self.inherited = dict(os.environb)
@@ -416,7 +416,7 @@ class Listener:
         starts with (the listener's: SIGPIPE and SIGXFSZ ignored, SIGINT raising
         KeyboardInterrupt), then main()."""
         argv = self.o.program
-        proctitle.rename(self.lib, argv)
+        proctitle.rename(self.title, argv)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         _signal.signal(signal.SIGINT, _signal.default_int_handler)
         # the program hands on the environment it was given, not the one the
@@ -670,7 +670,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes],
         s = bind(o)
         drop(o)
         module = in_process_module(o.program[0])
-        lib = proctitle.libc() if module is not None else None
+        title = proctitle.Title() if module is not None else None
         if o.localhost is None or o.remotehost:
             # DNS is asked in the children: import it once, before the first fork
             from pyqmail import qdns  # noqa: F401
@@ -689,7 +689,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes],
     if interpreter_env is not None:
         startup = {name: value for name, value in interpreter_env.items() if env.get(name) != value}
         startup.update((name, None) for name in env if name not in interpreter_env)
-    return serve(Listener(o, env, module, lib, startup), s)
+    return serve(Listener(o, env, module, title, startup), s)
 
 
 def main() -> None:

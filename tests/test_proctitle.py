@@ -11,15 +11,15 @@ def renamed(drop: bool) -> bytes:
     def body():
         if drop:
             prot.drop(uid("qmaild"), uid("qmaild"))
-        lib = proctitle.libc()
+        title = proctitle.Title()
         fds = sorted(os.listdir("/proc/self/fd"))
-        ok = proctitle.rename(lib, [b"bin/qmail-local", b"--", b"joe\0x@example.org"])
+        ok = proctitle.rename(title, [b"bin/qmail-local", b"--", b"joe\0x@example.org"])
         with open("/proc/self/comm", "rb") as f:
             comm = f.read()
         with open("/proc/self/cmdline", "rb") as f:
             cmdline = f.read()
         left = sorted(os.listdir("/proc/self/fd")) == fds
-        return b"%r %r %r %r %r" % (proctitle._proc, ok, left, comm, cmdline.rstrip(b"\0"))
+        return b"%r %r %r %r %r" % (title.proc, ok, left, comm, cmdline.rstrip(b"\0"))
     return in_child(body)
 
 
@@ -35,9 +35,9 @@ def test_rename_after_a_uid_change_goes_through_libc():
 
 def test_the_command_line_is_cut_to_the_argument_area():
     def body():
-        lib = proctitle.libc()
+        title = proctitle.Title()
         start, end = proctitle.arg_area()
-        proctitle.rename(lib, [b"x" * (2 * (end - start))])
+        proctitle.rename(title, [b"x" * (2 * (end - start))])
         with open("/proc/self/cmdline", "rb") as f:
             return b"%d %d" % (len(f.read().rstrip(b"\0")), end - start - 1)
     got, room = in_child(body).split()
