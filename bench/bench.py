@@ -116,6 +116,42 @@ def free_port(avoid: set[int]) -> int:
     raise BenchError("no free loopback port")
 
 
+def process_cpu(roots: list[int]) -> dict[tuple[int, str], tuple[int, int, int, int]]:
+    """(pid, comm) -> (its CPU ticks, its reaped children's CPU ticks, its minor
+    faults, its reaped children's minor faults) for every process under roots."""
+    out = {}
+    for comm, pids in {c: p for root in roots for c, p in children(root).items()}.items():
+        for pid in pids:
+            try:
+                with open("/proc/%d/stat" % pid, "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            # stat fields 10-17: minflt cminflt majflt cmajflt utime stime cutime cstime
+            out[(pid, comm)] = (int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14]),
+                                int(fields[7]), int(fields[8]))
+    return out
+
+
+def cpu_per_message(before: dict, after: dict, n: int) -> dict:
+    """CPU milliseconds and minor faults per message, by program between two
+    process_cpu() snapshots: each process's own, and as `NAME/children` what the
+    processes it forked and reaped used (a listener's connections, a spawner's
+    deliveries).  A process that ended during the run counts in full."""
+    tick = os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, list[int]] = {}
+    for key, (own, reaped, own_faults, reaped_faults) in after.items():
+        was = before.get(key, (0, 0, 0, 0))
+        for name, ticks, faults in ((key[1], own - was[0], own_faults - was[2]),
+                                    (key[1] + "/children", reaped - was[1], reaped_faults - was[3])):
+            if ticks or faults:
+                total = by_name.setdefault(name, [0, 0])
+                total[0] += ticks
+                total[1] += faults
+    return {name: {"cpu_ms": round(ticks * 1000 / tick / n, 3), "faults": round(faults / n, 1)}
+            for name, (ticks, faults) in sorted(by_name.items())}
+
+
 def summary(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "max": max(values),
             "runs": values}
@@ -504,6 +540,8 @@ class Bench:
 
         def run():
             target.empty()
+            roots = self.mta_roots(mta)
+            before = process_cpu(roots)
             t0 = time.monotonic()
             client = self.smtp_source(port, n, rcpt, sessions, per_connection)
             seconds, timeline = wait_count(target.count, n, t0, max(300, n / 2), client)
@@ -513,9 +551,21 @@ class Bench:
             else:
                 target.verify(n, self.smtp_message)
             self.drained(mta)
+            cpu = cpu_per_message(before, process_cpu(roots), n)
             target.empty()
-            return n / seconds, {"seconds": round(seconds, 3), "count": n, "timeline": timeline}
+            return n / seconds, {"seconds": round(seconds, 3), "count": n, "timeline": timeline,
+                                 "cpu_ms_per_message": round(sum(c["cpu_ms"] for c in cpu.values()), 3),
+                                 "cpu": cpu}
         return run
+
+    def mta_roots(self, mta: str) -> list[int]:
+        """The processes whose trees do an MTA's work in an SMTP run: the
+        listener, and qmail-start's tree or Postfix's master."""
+        if mta == "postfix":
+            master = self.postfix.master_pid()
+            return [master] if master else []
+        listener = self.pyqmail.fast if mta == "pyqmail-fast" else self.pyqmail.server
+        return [self.pyqmail.tree.pid, listener.pid]
 
     def scenario_smtp(self) -> None:
         self.start_mtas()
@@ -961,6 +1011,12 @@ class Bench:
                 lines.append("  %-48s %10.2f %10.2f %10.2f  %s" % (name, fig["min"], fig["median"], fig["max"], res["unit"]))
             for name, value in res["ratio"].items():
                 lines.append("  ratio %-42s %10.3f" % (name, value))
+            cpu = {name: statistics.median(r["cpu_ms_per_message"] for r in fig["detail"])
+                   for name, fig in res["figures"].items()
+                   if all("cpu_ms_per_message" in r for r in fig["detail"])}
+            if cpu:
+                lines.append("  CPU per message (ms, median): " + ", ".join(
+                    "%s %.2f" % (name, value) for name, value in cpu.items()))
             lines.append("")
         out_dir = self.args.out
         os.makedirs(out_dir, exist_ok=True)

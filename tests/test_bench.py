@@ -66,6 +66,17 @@ def test_quick_bench_counts_every_message(out):
         for figure in scenarios[key]["figures"].values():
             (detail,) = figure["detail"]
             assert detail["timeline"][-1][1] == (MESSAGES // 2 if key == "relay" else MESSAGES)
+    # the CPU and page faults of each MTA's processes are accounted, listener and
+    # children included (Postfix's few clock ticks for 30 messages may round to 0)
+    for mta, figure in scenarios["smtp-s10"]["figures"].items():
+        (detail,) = figure["detail"]
+        assert detail["cpu_ms_per_message"] == pytest.approx(
+            sum(c["cpu_ms"] for c in detail["cpu"].values()), abs=0.01)
+        assert mta == "postfix" or detail["cpu_ms_per_message"] > 0
+    programs = {mta: set(f["detail"][0]["cpu"]) for mta, f in scenarios["smtp-s10"]["figures"].items()}
+    assert {"qmail-send", "qmail-lspawn/children", "tcpserver/children"} <= programs["pyqmail"]
+    assert {"qmail-send", "qmail-lspawn/children", "qmail-tcpsrv/children"} <= programs["pyqmail-fast"]
+    assert {"smtpd", "cleanup", "local"} <= programs["postfix"]
     assert set(scenarios["queue"]["figures"]) == {"pyqmail service", "pyqmail qmail-queue",
                                                   "floor fsync", "floor no fsync"}
     assert set(scenarios["relay"]["figures"]) == {"pyqmail", "pyqmail-fast", "postfix"}
@@ -78,6 +89,7 @@ def test_quick_bench_counts_every_message(out):
     # the table on stdout carries the same figures, and the chart was drawn
     table = done.stdout.decode()
     assert "ratio pyqmail/postfix" in table and "results: " + os.path.join(out, name) in table
+    assert "CPU per message (ms, median): pyqmail " in table
     (png,) = [n for n in os.listdir(out) if n.endswith(".png")]
     with open(os.path.join(out, png), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
