@@ -608,7 +608,8 @@ def serve(listener: Listener, s: socket.socket) -> int:
     children = 0
 
     def status():
-        listener.log(b"tcpserver: status: %d/%d" % (children, o.limit))
+        if o.verbosity >= 2:
+            listener.log(b"tcpserver: status: %d/%d" % (children, o.limit))
 
     status()
     while True:
@@ -629,7 +630,8 @@ def serve(listener: Listener, s: socket.socket) -> int:
                     break
                 if pid == 0:
                     break
-                listener.log(b"tcpserver: end %d status %d" % (pid, wstat))
+                if o.verbosity >= 2:
+                    listener.log(b"tcpserver: end %d status %d" % (pid, wstat))
                 if children:
                     children -= 1
                 status()
@@ -640,7 +642,9 @@ def serve(listener: Listener, s: socket.socket) -> int:
         if s not in ready or children >= o.limit:
             continue
         try:
-            conn, remote_address = s.accept()
+            # socket.accept() would convert the family and type to enums
+            fd, remote_address = s._accept()
+            conn = socket.socket(fileno=fd)
         except OSError:
             continue
         conn.setblocking(True)
