@@ -16,16 +16,6 @@ import sys
 from pyqmail import auto, environ, prot
 
 
-def environment() -> dict[bytes, bytes]:
-    """What qmail-start hands on: the environment it was started with (not the
-    one the interpreter made of it), less QMAILSTART_DETACH once detached.
-    Read while still root: after a uid change /proc/self is root's."""
-    env = environ.original()
-    if b"QMAILSTART_DETACH" not in os.environb:
-        env.pop(b"QMAILSTART_DETACH", None)
-    return env
-
-
 def spawn(program: bytes, argv: list[bytes], env: dict[bytes, bytes], fds: dict[int, int],
           close: list[int], uid: int | None = None, gid: int | None = None, groups=None) -> int:
     """fork; in the child drop to uid/gid, put fds in place, close the rest, execvp."""
@@ -51,7 +41,7 @@ def spawn(program: bytes, argv: list[bytes], env: dict[bytes, bytes], fds: dict[
 
 
 def run(argv: list[bytes]) -> int:
-    env = environment()
+    env = environ.original()   # without QMAILSTART_DETACH once detach() removed it
     os.chdir(b"/")
     os.umask(0o077)
     qmail = auto.GID_QMAIL

@@ -314,11 +314,9 @@ def address(sockaddr) -> tuple[bytes, int, bytes | None]:
 class Listener:
     """What the children of one listener share: options, program, environment."""
 
-    def __init__(self, o: Options, env: dict[bytes, bytes], module=None, title=None,
-                 startup: dict[bytes, bytes | None] | None = None):
+    def __init__(self, o: Options, env: dict[bytes, bytes], module=None, title=None):
         self.o = o
         self.env = env
-        self.startup = startup or {}   # what the interpreter's start changed in env
         self.module = module      # the program's module, when it runs in-process
         self.title = title        # proctitle.rename's preparation
         # the environment every child starts with, as a plain dict: a child
@@ -419,18 +417,16 @@ class Listener:
         proctitle.rename(self.title, argv)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         _signal.signal(signal.SIGINT, _signal.default_int_handler)
-        # the program hands on the environment it was given, not the one the
-        # interpreter makes of it
-        environ.set_original(env)
         # a new interpreter would change its environment again as ours did at
-        # start (PEP 538 sets LC_CTYPE=C.UTF-8 in the C locale)
+        # start (PEP 538 sets LC_CTYPE=C.UTF-8 in the C locale); the program's
+        # environ.original() undoes that again
         env = dict(env)
-        for name, value in self.startup.items():
-            if env.get(name) == self.env.get(name):
-                if value is None:
+        for name, (given, made) in environ.STARTUP.items():
+            if env.get(name) == given:
+                if made is None:
                     env.pop(name, None)
                 else:
-                    env[name] = value
+                    env[name] = made
         inherited = self.inherited   # each change is a putenv()/unsetenv(): only the differences
         for name in [name for name in inherited if name not in env]:
             del os.environb[name]
@@ -663,10 +659,9 @@ def serve(listener: Listener, s: socket.socket) -> int:
         conn.close()
 
 
-def run(argv: list[bytes], env: dict[bytes, bytes],
-        interpreter_env: dict[bytes, bytes] | None = None) -> int:
-    """tcpserver(1) for qmail with env the caller's environment (interpreter_env:
-    ours after the interpreter's start); returns 0 after SIGTERM, 100/111 on failure."""
+def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
+    """tcpserver(1) for qmail with env the caller's environment; returns 0 after
+    SIGTERM, 100/111 on failure."""
     verbosity = 1
     try:
         o = parse_options(argv, env)
@@ -689,13 +684,8 @@ def run(argv: list[bytes], env: dict[bytes, bytes],
     os.dup2(devnull, 1, inheritable=False)
     os.close(devnull)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    startup = {}
-    if interpreter_env is not None:
-        startup = {name: value for name, value in interpreter_env.items() if env.get(name) != value}
-        startup.update((name, None) for name in env if name not in interpreter_env)
-    return serve(Listener(o, env, module, title, startup), s)
+    return serve(Listener(o, env, module, title), s)
 
 
 def main() -> None:
-    # read before run() drops the uid: /proc/self is then root's
-    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original(), dict(os.environb)))
+    sys.exit(run([os.fsencode(a) for a in sys.argv], environ.original()))
