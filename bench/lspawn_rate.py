@@ -1,5 +1,6 @@
-"""Local delivery rate: qmail-lspawn's in-process fork path against exec'ing
-bin/qmail-local, in the same run (issue 6's closing note).
+"""Local delivery rate: qmail-lspawn's resident qmail-locals, its child per
+delivery running qmail-local's code, and exec'ing bin/qmail-local, in the same
+run (issue 6's and issue 10's closing notes).
 
     sudo python3 bench/lspawn_rate.py [--count 2000] [--concurrency 10] [--rounds 4] [--getpw]
 
@@ -7,22 +8,25 @@ Runs as root.  Installs pyqmail from this checkout into a temporary QMAIL_HOME
 (run `make deps` first), makes a throw-away user with a Maildir, puts one
 message into queue/mess/, and drives the real bin/qmail-lspawn over its pipes
 as qmail-send does, keeping --concurrency deliveries in flight (qmail-send's
-default concurrencylocal is 10), in rounds alternating between the two paths:
+default concurrencylocal is 10), in rounds alternating between the paths:
 
-  in-process   bin/qmail-lspawn as installed: each delivery is a fork that
-               becomes the user and runs qmail-local's code in the same
-               interpreter.
-  exec         the same qmail-lspawn code, except that the delivery child, at
-               the point where it would call qmail-local's code, execs
-               bin/qmail-local with the same argv, fds (0 message, 1 and 2 the
-               report pipe), working directory and environment, as qmail 1.03's
-               qmail-lspawn does.
+  resident     bin/qmail-lspawn as installed: the user's resident qmail-local
+               (a child that has become the user) delivers one message after
+               another.
+  fork         the same qmail-lspawn code without residents (every command
+               takes the fallback path): each delivery is a fork that becomes
+               the user and runs qmail-local's code in the same interpreter.
+  exec         the fork path, except that the delivery child, at the point
+               where it would call qmail-local's code, execs bin/qmail-local
+               with the same argv, fds (0 message, 1 and 2 the report pipe),
+               working directory and environment, as qmail 1.03's qmail-lspawn
+               does.
 
-The user is found through users/cdb (qmail-newu), so both paths do the same
-in-process lookup and differ only in how qmail-local runs; --getpw leaves
+The user is found through users/cdb (qmail-newu), so all paths do the same
+lookup and differ only in how qmail-local runs; --getpw leaves
 users/cdb out, so every delivery also asks qmail-getpw (qmail-lspawn keeps
 one resident), as on an installation without users/assign.  Each delivery must report `K`; the Maildir
-must hold every message.  Prints messages/s for both and their ratio.
+must hold every message.  Prints messages/s for each and the ratios.
 """
 import argparse
 import os
@@ -42,12 +46,24 @@ MESSAGE = (b"Received: (qmail 1 invoked by uid 0); 1 Jan 2026 00:00:00 -0000\n"
 SENDER = b"bench@example.org"
 WARMUP = 20
 
-# Run by the installed interpreter for the exec path: qmail-lspawn's own module,
-# with the delivery child's call of qmail-local's code replaced by an exec.
+# Run by the installed interpreter for the fork path: qmail-lspawn's own module
+# with no command short enough for a resident.
+FORK_SPAWNER = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from pyqmail import qmail_lspawn
+qmail_lspawn.JOB_MAX = -1
+sys.argv = ["qmail-lspawn"] + sys.argv[2:]
+qmail_lspawn.main()
+"""
+
+# ... and for the exec path, with the delivery child's call of qmail-local's
+# code replaced by an exec.
 EXEC_SPAWNER = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
 from pyqmail import qmail_lspawn
+qmail_lspawn.JOB_MAX = -1
 
 class ExecLocal:
     @staticmethod
@@ -201,8 +217,10 @@ def main() -> None:
 
         env = {"PATH": f"{home}/bin:/usr/bin:/bin"}
         modes = [
-            ("in-process (fork, qmail-local's code in the child)",
+            ("resident (qmail-local's code, one process per user)",
              [os.path.join(home, "bin", "qmail-lspawn"), "./Maildir/"]),
+            ("fork (qmail-local's code in a child per delivery)",
+             [PYTHON, "-IS", "-c", FORK_SPAWNER, os.path.join(home, "lib", "python"), "./Maildir/"]),
             ("exec bin/qmail-local (qmail 1.03's way)",
              [PYTHON, "-IS", "-c", EXEC_SPAWNER, os.path.join(home, "lib", "python"), "./Maildir/"]),
         ]
@@ -219,7 +237,8 @@ def main() -> None:
                  "qmail-getpw (resident)" if args.getpw else "users/cdb"))
         for label, seconds in results:
             print("  %-52s %7.2f s  %8.1f msg/s" % (label, seconds, args.count / seconds))
-        print("  in-process / exec rate ratio: %.2f" % (results[1][1] / results[0][1]))
+        print("  resident / fork rate ratio: %.2f" % (results[1][1] / results[0][1]))
+        print("  resident / exec rate ratio: %.2f" % (results[2][1] / results[0][1]))
     finally:
         if made_user:
             subprocess.run(["userdel", name], capture_output=True)

@@ -318,7 +318,7 @@ class MaildirTimeout(Exception):
 
 
 def maildir_child(job: Job, path: bytes, msg_fd: int, forked: bool = True) -> int:
-    """maildir_child(): tmp/TIME.PID.HOST, fsync, link into new/ (§2); the
+    """maildir_child(): tmp/TIME.PID.HOST (see Written), fsync, link into new/ (§2); the
     code qmail's child exits with.  Not forked, the alarm raises MaildirTimeout
     (after removing the tmp file) instead of exiting."""
     tmpname = b""
@@ -338,11 +338,11 @@ def maildir_child(job: Job, path: bytes, msg_fd: int, forked: bool = True) -> in
         os.chdir(path)
     except OSError as e:
         return 1 if errors.is_temporary(e) else 2
-    pid = os.getpid()
+    middle = WRITTEN.middle()
     host = os.fsencode(os.uname().nodename)[:64]  # gethostname()
     loop = 0
     while True:
-        candidate = b"tmp/%d.%d.%s" % (int(time.time()), pid, cstring(host))
+        candidate = b"tmp/%d.%s.%s" % (int(time.time()), middle, cstring(host))
         try:
             os.stat(candidate)
         except FileNotFoundError:
@@ -431,23 +431,37 @@ def maildir(job: Job, path: bytes, msg_fd: int) -> None:
         raise Temporary(MAILDIR_TEXT.get(code, MAILDIR_OTHER))
 
 
-_maildir_pid = 0   # the process that wrote a maildir message itself
+class Written:
+    """How many maildir messages this process has written itself, for the
+    middle of their names (spec/maildir-mbox.md §2.1): qmail forks a child per
+    message and names it TIME.PID.HOST; a process that writes several names
+    its first one so and the later ones TIME.PID_N.HOST, N = 2, 3, ..., the
+    form maildir(5) gives for "several messages from one process"."""
+
+    def __init__(self):
+        self.pid = 0
+        self.count = 0
+
+    def middle(self) -> bytes:
+        pid = os.getpid()
+        if pid != self.pid:
+            self.pid = pid      # a forked child starts its own count
+            self.count = 0
+        self.count += 1
+        return b"%d" % pid if self.count == 1 else b"%d_%d" % (pid, self.count)
+
+
+WRITTEN = Written()
 
 
 def maildir_here(job: Job, path: bytes, msg_fd: int) -> int | None:
     """maildir_child()'s work in this process, saving qmail's fork: its exit
-    code, or None when it must run in a child after all.  A process writes at
-    most one maildir message itself, so every TIME.PID.HOST name it makes has a
-    pid of its own, as with qmail's child per delivery; the cwd, the SIGALRM
-    handler and the alarm are put back afterwards."""
-    global _maildir_pid
-    if _maildir_pid == os.getpid():
-        return None
+    code, or None when it must run in a child after all (the cwd cannot be
+    kept).  The cwd, the SIGALRM handler and the alarm are put back afterwards."""
     try:
         here = os.open(b".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return None
-    _maildir_pid = os.getpid()
     previous = _signal.getsignal(signal.SIGALRM)
     code = 1
     try:

@@ -59,6 +59,7 @@ class Delivery:
         self.pidfd = pidfd
         self.wstat: int | None = None
         self.output = b""
+        self.eof = False      # the pipe has reached EOF
 
 
 class Spawner(abc.ABC):
@@ -178,40 +179,84 @@ class Spawner(abc.ABC):
                 fdin, fdout = os.pipe()
             except OSError:
                 return self.err(delnum, ERR_PIPE)
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(fdin)
-                os.close(fdout)
-                return self.err(delnum, ERR_FORK)
-            if pid == 0:
-                # a short life: no collector walking (and copying) the parent's pages
-                gc.disable()
-                code = 111
-                try:
-                    code = self.child(fdmess, fdout, sender, recipient, at)
-                except BaseException:
-                    code = 111
-                finally:
-                    os._exit(code)
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:
-                pidfd = -1
-            self.slots[delnum] = Delivery(pid, fdin, fdout, pidfd)
+            self.start(delnum, Delivery(0, fdin, fdout, -1), fdmess, sender, recipient, at)
         finally:
             os.close(fdmess)
 
-    def reap(self, slot: Delivery, block: bool) -> None:
+    def start(self, delnum: int, slot: Delivery, fdmess: int, sender: bytes, recipient: bytes,
+              at: int) -> None:
+        """Begin the delivery of a checked command (fdmess is closed after
+        this returns): by default a forked child running child()."""
+        self.fork(delnum, slot, fdmess, sender, recipient, at)
+
+    def fork(self, delnum: int, slot: Delivery, fdmess: int, sender: bytes, recipient: bytes,
+             at: int) -> None:
+        """spawn.c's fork: the slot's child runs child() with the message and
+        the write end of the slot's pipe; ERR_FORK when there is none."""
+        try:
+            pid = os.fork()
+        except OSError:
+            self.slots.pop(delnum, None)
+            os.close(slot.fdin)
+            os.close(slot.fdout)
+            return self.err(delnum, ERR_FORK)
+        if pid == 0:
+            # a short life: no collector walking (and copying) the parent's pages
+            gc.disable()
+            code = 111
+            try:
+                os.close(slot.fdin)
+                code = self.child(fdmess, slot.fdout, sender, recipient, at)
+            except BaseException:
+                code = 111
+            finally:
+                os._exit(code)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = -1
+        slot.pid = pid
+        slot.pidfd = pidfd
+        self.slots[delnum] = slot
+
+    def exited(self, delnum: int, slot: Delivery, wstat: int) -> None:
+        """The delivery's status is known: its report goes out once its pipe is at
+        EOF too."""
+        slot.wstat = wstat
+        if slot.fdout >= 0:
+            os.close(slot.fdout)
+            slot.fdout = -1
+        self.finish(delnum, slot)
+
+    def finish(self, delnum: int, slot: Delivery) -> None:
+        if slot.wstat is None or not slot.eof:
+            return
+        self.err(delnum, self.report(slot.wstat, slot.output))
+        os.close(slot.fdin)
+        del self.slots[delnum]
+
+    # hooks for a spawner that keeps processes of its own besides the slots'
+    def watched(self) -> dict:
+        """Further descriptors to poll for input, each with what to call (with
+        the descriptor) then."""
+        return {}
+
+    def housekeeping(self) -> int | None:
+        """Run before each poll; how long (ms) the poll may wait, None for ever."""
+        return None
+
+    def busy(self) -> bool:
+        """Whether processes of the subclass's own are still to be waited for."""
+        return False
+
+    def reap(self, delnum: int, slot: Delivery, block: bool) -> None:
         pid, wstat = os.waitpid(slot.pid, 0 if block else os.WNOHANG)
         if pid == 0:
             return
-        slot.wstat = wstat
-        os.close(slot.fdout)
-        slot.fdout = -1
         if slot.pidfd >= 0:
             os.close(slot.pidfd)
             slot.pidfd = -1
+        self.exited(delnum, slot, wstat)
 
     def loop(self) -> int:
         """Until fd 0 is at EOF and no child is left."""
@@ -219,32 +264,44 @@ class Spawner(abc.ABC):
         # forked children share the parent's pages instead of copying them
         gc.freeze()
         while True:
-            if not self.reading and not self.slots:
+            timeout = self.housekeeping()
+            if not self.reading and not self.slots and not self.busy():
                 return 0
             poller = select.poll()
             watch = {}
             if self.reading:
                 poller.register(0, select.POLLIN)
+            # a child without a pidfd is polled for once a second
+            unwatched = False
             for delnum, slot in self.slots.items():
-                poller.register(slot.fdin, select.POLLIN)
-                watch[slot.fdin] = (delnum, False)
+                if not slot.eof:
+                    poller.register(slot.fdin, select.POLLIN)
+                    watch[slot.fdin] = (delnum, False)
                 if slot.pidfd >= 0:
                     poller.register(slot.pidfd, select.POLLIN)
                     watch[slot.pidfd] = (delnum, True)
-            # without a pidfd a child is polled for once a second
-            timeout = 1000 if any(s.pidfd < 0 and s.fdout >= 0 for s in self.slots.values()) else None
+                elif slot.pid and slot.wstat is None:
+                    unwatched = True
+            others = self.watched()
+            for fd in others:
+                poller.register(fd, select.POLLIN)
+            if unwatched and (timeout is None or timeout > 1000):
+                timeout = 1000
             try:
                 events = poller.poll(timeout)
             except InterruptedError:
                 continue
-            for slot in list(self.slots.values()):
-                if slot.pidfd < 0 and slot.fdout >= 0:
-                    self.reap(slot, block=False)
+            if unwatched:
+                for delnum, slot in list(self.slots.items()):
+                    if slot.pid and slot.wstat is None and slot.pidfd < 0:
+                        self.reap(delnum, slot, block=False)
             for fd, _ in events:
                 what = watch.get(fd)
                 if what is None:
                     if fd == 0:
                         self.getcmd()
+                    elif fd in others:
+                        others[fd](fd)
                     continue
                 delnum, is_pidfd = what
                 slot = self.slots.get(delnum)
@@ -252,7 +309,9 @@ class Spawner(abc.ABC):
                     continue
                 if is_pidfd:
                     if slot.pidfd == fd:
-                        self.reap(slot, block=True)
+                        self.reap(delnum, slot, block=True)
+                    continue
+                if slot.eof:
                     continue
                 try:
                     data = os.read(slot.fdin, 65536)
@@ -261,8 +320,5 @@ class Spawner(abc.ABC):
                 if data:
                     slot.output = self.add_output(slot.output, data)
                     continue
-                if slot.fdout >= 0:
-                    continue  # cannot happen: we hold the write end until reaped
-                self.err(delnum, self.report(slot.wstat, slot.output))
-                os.close(slot.fdin)
-                del self.slots[delnum]
+                slot.eof = True
+                self.finish(delnum, slot)

@@ -4,6 +4,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 
 from conftest import public_tmpdir
 
@@ -60,7 +61,34 @@ class Users:
         return user
 
     def cleanup(self):
+        """Remove the accounts: each once no process runs as it any more (an
+        idle resident qmail-local ends when its qmail-lspawn does, a moment
+        after); one still running after 10 s is a process the test left."""
+        left = []
         for name in self.names:
+            uid = pwd.getpwnam(name).pw_uid
+            deadline = time.monotonic() + 10
+            while processes_of(uid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if processes_of(uid):
+                left.append(name)
             subprocess.run(["userdel", name], capture_output=True)
             subprocess.run(["groupdel", name], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+        assert not left, "processes still run as %s" % left
+
+
+def processes_of(uid: int) -> list[int]:
+    """The pids of the processes whose real uid is uid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/status" % entry) as f:
+                    status = f.read()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("Uid:") and int(line.split()[1]) == uid:
+                    out.append(int(entry))
+    return out

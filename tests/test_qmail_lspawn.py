@@ -10,8 +10,8 @@ import time
 import pytest
 
 from conftest import install, need_root, public_tmpdir, uid
-from localusers import Users
-from pyqmail import cdb
+from localusers import Users, processes_of
+from pyqmail import cdb, qmail_lspawn
 
 MESSAGE = b"Received: (qmail 1 invoked by uid 0); x\nSubject: spawn\n\nbody\n"
 
@@ -204,6 +204,15 @@ def test_users_cdb_without_wildcard_record(home, spawner):
         0, b"ZTrouble reading users/cdb in qmail-lspawn.\n")
 
 
+@pytest.mark.parametrize("data", [b"not a cdb", b"\xff" * 2048])
+def test_unreadable_users_cdb(home, spawner, data):
+    """A truncated users/cdb, or one whose pointers lead outside it."""
+    with open(os.path.join(home, "users", "cdb"), "wb") as f:
+        f.write(data)
+    assert spawner.deliver(queue_message(home), b"", b"a@h") == (
+        0, b"ZTrouble reading users/cdb in qmail-lspawn.\n")
+
+
 def test_front_end_checks(home, spawner):
     good = queue_message(home)
     assert spawner.deliver(good, b"", b"nohost", slot=1) == (1, b"DSorry, address must include host name. (#5.1.3)\n")
@@ -279,6 +288,87 @@ def test_program_sees_only_its_own_fds(home, spawner, user):
     user.write(".qmail", b"|ls /proc/self/fd | tr '\\n' ' '\n")
     slot, text = spawner.deliver(queue_message(home), b"", user.name.encode() + b"@h")
     assert text == b"K0 1 2 3 did 0+0+1\n"  # 3 is ls's own directory handle
+
+
+def test_a_resident_delivers_one_message_after_another(home, spawner, user):
+    """Deliveries to one user go to one resident qmail-local in turn: the
+    program's parent is the same process each time, and its maildir messages
+    are named TIME.PID.HOST, then TIME.PID_2.HOST, TIME.PID_3.HOST."""
+    user.maildir()
+    user.write(".qmail", b"./Maildir/\n|echo $PPID $(id -u):$(id -g)\n")
+    texts = [spawner.deliver(queue_message(home), b"a@b", user.name.encode() + b"@h", slot=s)[1]
+             for s in range(3)]
+    pid = texts[0].split()[0][1:]
+    assert texts == [b"K%s %d:%d\ndid 1+0+1\n" % (pid, user.uid, user.gid)] * 3
+    names = sorted(os.listdir(os.path.join(user.home, "Maildir", "new")),
+                   key=lambda n: (len(n.split(".")[1]), n.split(".")[1]))
+    assert [n.split(".")[1] for n in names] == [pid.decode(), "%s_2" % pid.decode(),
+                                               "%s_3" % pid.decode()]
+    for name in names:
+        with open(os.path.join(user.home, "Maildir", "new", name), "rb") as f:
+            assert f.read() == (b"Return-Path: <a@b>\nDelivered-To: %s@h\n" % user.name.encode()
+                                + MESSAGE)
+
+
+def test_each_user_has_residents_of_its_own(home, spawner, accounts):
+    one, two = accounts.make("ra"), accounts.make("rb")
+    for who in (one, two):
+        who.write(".qmail", b"|echo $PPID $(id -u) $(id -G)\n")
+    first = spawner.deliver(queue_message(home), b"", one.name.encode() + b"@h")[1].split()
+    second = spawner.deliver(queue_message(home), b"", two.name.encode() + b"@h")[1].split()
+    assert first[1:] == [b"%d" % one.uid, b"%d" % one.gid, b"did", b"0+0+1"]
+    assert second[1:] == [b"%d" % two.uid, b"%d" % two.gid, b"did", b"0+0+1"]
+    assert first[0] != second[0]
+
+
+def test_nothing_of_one_delivery_is_left_for_the_next(home, spawner, user):
+    """The environment, working directory, umask and descriptors of a delivery
+    are its own, also when its resident made others before."""
+    user.write(".qmail-default", b"|echo $DEFAULT; cd /tmp; umask 022\n")
+    user.write(".qmail", b"|echo ${DEFAULT-unset} [$EXT] $(pwd) $(umask); ls /proc/self/fd | tr '\\n' ' '\n")
+    name = user.name.encode()
+    assert spawner.deliver(queue_message(home), b"", name + b"-x@h") == (0, b"Kx\ndid 0+0+1\n")
+    assert spawner.deliver(queue_message(home), b"", name + b"@h") == (
+        0, b"Kunset [] %s 0077\n0 1 2 3 did 0+0+1\n" % user.home.encode())
+
+
+def test_a_resident_serves_at_most_max_use_deliveries(home, spawner, user):
+    user.write(".qmail", b"|echo $PPID\n")
+    messid = queue_message(home)
+    parents = [spawner.deliver(messid, b"", user.name.encode() + b"@h")[1].split()[0]
+               for _ in range(qmail_lspawn.MAX_USE + 1)]
+    assert len(set(parents[:-1])) == 1 and parents[-1] != parents[0]
+
+
+def test_a_resident_killed_mid_delivery(home, spawner, user):
+    """A resident that dies is a crashed qmail-local (a temporary failure), and
+    the user's next delivery gets a new one."""
+    user.write(".qmail-die", b"|kill -9 $PPID\n")
+    user.write(".qmail", b"|echo ok\n")
+    name = user.name.encode()
+    assert spawner.deliver(queue_message(home), b"", name + b"-die@h") == (0, b"Zqmail-local crashed.\n")
+    assert spawner.deliver(queue_message(home), b"", name + b"@h") == (0, b"Kok\ndid 0+0+1\n")
+
+
+def test_residents_end_before_qmail_lspawn_does(home, spawner, user):
+    user.write(".qmail", b"|true\n")
+    spawner.deliver(queue_message(home), b"", user.name.encode() + b"@h")
+    assert len(processes_of(user.uid)) == 1   # the idle resident
+    assert spawner.close() == (0, b"")
+    assert processes_of(user.uid) == []
+
+
+def test_an_idle_resident_ends_after_idle_seconds(home, spawner, user):
+    user.write(".qmail", b"|true\n")
+    spawner.deliver(queue_message(home), b"", user.name.encode() + b"@h")
+    (pid,) = processes_of(user.uid)
+    time.sleep(qmail_lspawn.IDLE_SECONDS - 2)
+    assert processes_of(user.uid) == [pid]
+    deadline = time.monotonic() + 5
+    while processes_of(user.uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_of(user.uid) == []
+    assert spawner.proc.poll() is None
 
 
 def test_forward_through_qmailqueue(home, user):
