@@ -158,3 +158,9 @@ def run(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME,
 
 def main() -> None:
     sys.exit(run(environ.original()))
+
+
+def forked_main(env: dict[bytes, bytes]) -> int:
+    """main() in a child of qmail-tcpsrv, given the environment main() would
+    find: the same session, without setting os.environ and reading it back."""
+    return run(env)

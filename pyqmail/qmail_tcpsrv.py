@@ -412,31 +412,22 @@ class Listener:
         """What exec'ing the wrapper QMAIL_HOME/bin/NAME would do, without the exec:
         the same argv, environment and fds, the signal state a new interpreter
         starts with (the listener's: SIGPIPE and SIGXFSZ ignored, SIGINT raising
-        KeyboardInterrupt), then main()."""
+        KeyboardInterrupt), then main(); or, for a module with forked_main(env)
+        (the environment main() would find, returning the exit code), that,
+        which needs neither os.environ nor sys.argv."""
         argv = self.o.program
         proctitle.rename(self.title, argv)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         _signal.signal(signal.SIGINT, _signal.default_int_handler)
-        # a new interpreter would change its environment again as ours did at
-        # start (PEP 538 sets LC_CTYPE=C.UTF-8 in the C locale); the program's
-        # environ.original() undoes that again
-        env = dict(env)
-        for name, (given, made) in environ.STARTUP.items():
-            if env.get(name) == given:
-                if made is None:
-                    env.pop(name, None)
-                else:
-                    env[name] = made
-        inherited = self.inherited   # each change is a putenv()/unsetenv(): only the differences
-        for name in [name for name in inherited if name not in env]:
-            del os.environb[name]
-        for name, value in env.items():
-            if inherited.get(name) != value:
-                os.environb[name] = value
-        sys.argv = [os.fsdecode(a) for a in argv]
+        forked_main = getattr(self.module, "forked_main", None)
         code = 0
         try:
-            self.module.main()
+            if forked_main is not None:
+                code = exit_status(forked_main(env))
+            else:
+                self.set_environment(env)
+                sys.argv = [os.fsdecode(a) for a in argv]
+                self.module.main()
         except SystemExit as e:
             code = exit_status(e.code)
         except BaseException:
@@ -448,6 +439,25 @@ class Listener:
             except (OSError, ValueError):
                 pass
         return code
+
+    def set_environment(self, env: dict[bytes, bytes]) -> None:
+        """os.environb := what a new interpreter given env would have: it would
+        change its environment again as ours did at start (PEP 538 sets
+        LC_CTYPE=C.UTF-8 in the C locale), and the program's environ.original()
+        undoes that again.  A putenv()/unsetenv() for each difference only."""
+        env = dict(env)
+        for name, (given, made) in environ.STARTUP.items():
+            if env.get(name) == given:
+                if made is None:
+                    env.pop(name, None)
+                else:
+                    env[name] = made
+        inherited = self.inherited
+        for name in [name for name in inherited if name not in env]:
+            del os.environb[name]
+        for name, value in env.items():
+            if inherited.get(name) != value:
+                os.environb[name] = value
 
 
 def exit_status(code) -> int:

@@ -646,6 +646,41 @@ def test_remotehost_and_remoteinfo_as_tcpserver(home, names):
     assert len(identd.queries) == 2
 
 
+def test_program_run_through_its_main(home):
+    """A program without forked_main (qmail-popup) runs in-process through
+    main(), with os.environ and sys.argv as an exec would give them: the
+    checkpassword program it runs sees what it sees under tcpserver."""
+    out = os.path.join(home.base, "popup-out")
+    os.mkdir(out)
+    os.chown(out, uid("qmaild"), -1)
+    dump = os.path.join(home.base, "dump-env")
+    with open(dump, "w") as f:
+        f.write('#!/bin/sh\nenv -0 > %s/env.$$\nexit 1\n' % out)
+    os.chmod(dump, 0o755)
+    home.env["KEPT"] = "from the listener"
+
+    def scenario(h):
+        with h.connect() as s:
+            assert s.recv(4096).startswith(b"+OK <")
+            s.sendall(b"USER joe\r\nPASS secret\r\n")
+            assert read_until_closed(s) == b"+OK \r\n-ERR authorization failed\r\n"
+        wait_end(h, 1)
+        (name,) = os.listdir(out)
+        with open(os.path.join(out, name), "rb") as f:
+            env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if e)
+        os.unlink(os.path.join(out, name))
+        assert int(env.pop(b"TCPLOCALPORT")) == h.port
+        env.pop(b"TCPREMOTEPORT")
+        env.pop(b"PWD")
+        return env
+
+    results = run_both(home, scenario, program=[home.program("qmail-popup"), "pop.example.com", dump])
+    assert results["qmail-tcpsrv"] == results["tcpserver"] == {
+        b"PATH": b"/usr/bin:/bin", b"KEPT": b"from the listener", b"PROTO": b"TCP",
+        b"TCPLOCALIP": b"127.0.0.1", b"TCPLOCALHOST": ME, b"TCPREMOTEIP": b"127.0.0.1",
+        b"QMAILQUEUE": home.env["QMAILQUEUE"].encode()}
+
+
 def test_changed_program_is_execed(home):
     """Only this installation's unchanged wrapper runs in-process: an edited
     bin/qmail-smtpd (or any other program) is exec'd, as tcpserver does."""
