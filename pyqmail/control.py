@@ -32,21 +32,20 @@ def read_bytes(path: bytes) -> bytes | None:
             return None
         raise ControlError(path, errors.error_str(e)) from None
     try:
-        chunks = []
-        size = 0
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_SIZE:
-                raise ControlError(path, b"file too big")
-            chunks.append(chunk)
+        data = os.read(fd, 65536)
+        if data:
+            chunks = [data]
+            size = len(data)
+            while chunk := os.read(fd, 65536):
+                size += len(chunk)
+                if size > MAX_SIZE:
+                    raise ControlError(path, b"file too big")
+                chunks.append(chunk)
+            data = b"".join(chunks)
     except OSError as e:
         raise ControlError(path, errors.error_str(e)) from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     if b"\0" in data:
         # qmail would silently cut the value at the NUL; refuse it instead,
         # as for an unreadable file, so the admin sees what is wrong.
@@ -96,11 +95,14 @@ class Control:
 
     def __init__(self, qmail_home: bytes, subdir: bytes = b"control"):
         self.dir = os.path.join(qmail_home, subdir)
+        self.prefix = self.dir.rstrip(b"/") + b"/"
         self._me: bytes | None = None
         self._me_read = False
 
     def path(self, name: bytes) -> bytes:
-        return os.path.join(self.dir, name)
+        """dir/name (name is never absolute here: no os.path.join, whose Python
+        code a forked qmail-smtpd would run cold for each file)."""
+        return self.prefix + name
 
     @property
     def me(self) -> bytes | None:

@@ -43,6 +43,29 @@ def safe(text: bytes) -> bytes:
 
 
 
+def read_fd(fd: int) -> bytes:
+    """Everything left to read on fd."""
+    data = os.read(fd, 65536)
+    if data:
+        chunks = [data]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    return data
+
+
+def read_file(path: bytes, with_mtime: bool = False):
+    """The whole file (and its mtime, if asked), read with os.read: the io
+    stack's fstat, isatty and lseek are three more system calls per file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        mtime = os.fstat(fd).st_mtime if with_mtime else None
+        data = read_fd(fd)
+    finally:
+        os.close(fd)
+    return (data, mtime) if with_mtime else data
+
+
 def stat_state(path: bytes) -> bool | None:
     """True if path exists, False on ENOENT, None on any other stat error."""
     try:
@@ -61,16 +84,27 @@ def next_retry(birth: float, now: float, channel: int) -> float:
 
 
 class Log:
-    """The activity log on fd 0: one write per line (continued if cut short),
-    errors ignored."""
+    """The activity log on fd 0, errors ignored.  A line is written at once,
+    except while `held` (a pass of the main loop, which ends with flush()):
+    then the pass's lines go out together, in order, in one write."""
 
     def __init__(self, fd: int = 0):
         self.fd = fd
+        self.held = False
+        self.pending: list[bytes] = []
 
     def line(self, text: bytes) -> None:
-        data = text + b"\n"
+        self.pending.append(text + b"\n")
+        if not self.held:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        data = b"".join(self.pending)
+        self.pending.clear()
         try:
-            while data:  # a signal may cut a write short: finish the line
+            while data:  # a signal may cut a write short: finish the lines
                 written = os.write(self.fd, data)
                 if written <= 0:
                     break
@@ -296,6 +330,7 @@ class Send:
             names = os.listdir(b"todo")
         except OSError:
             self.log.line(b"alert: unable to opendir todo, sleeping...")
+            self.log.flush()
             time.sleep(10)
             return
         self.todo_names = [n for n in names if n.isdigit()]
@@ -314,16 +349,17 @@ class Send:
         """send.md §4.1 for todo/ID."""
         todo = self.path(b"todo", ident)
         try:
-            f = open(todo, "rb")
+            fd = os.open(todo, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             self.log.line(b"warning: unable to open " + todo)
             return
         try:
-            with f:
-                data = f.read()
+            data = read_fd(fd)
         except OSError:
             self.log.line(b"warning: trouble reading " + todo)
             return
+        finally:
+            os.close(fd)
         mess = self.path(b"mess", ident)
         try:
             size = os.stat(mess).st_size
@@ -433,13 +469,10 @@ class Send:
         path = self.path(CHANNEL_NAME[channel], ident)
         trouble = path
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_file(path)
             # qmail's getinfo(): the message names info/S/ID when it fails
             trouble = self.path(b"info", ident)
-            with open(trouble, "rb") as f:
-                birth = os.fstat(f.fileno()).st_mtime
-                sender = f.read()
+            sender, birth = read_file(trouble, with_mtime=True)
             if not sender.startswith(b"F") or b"\0" not in sender:
                 raise OSError(errno.EINVAL, "no sender")
         except OSError:
@@ -606,6 +639,7 @@ class Send:
                 return
             except OSError:
                 self.log.line(b"alert: unable to append to bounce message; HELP! sleeping...")
+                self.log.flush()
                 time.sleep(10)
 
     def maybe_close_job(self, channel: int, job: Job) -> None:
@@ -667,8 +701,7 @@ class Send:
         """send.md §8: queue one bounce for bounce/ID, if there is one."""
         bounce = self.path(b"bounce", ident)
         try:
-            with open(self.path(b"info", ident), "rb") as f:
-                info = f.read()
+            info = read_file(self.path(b"info", ident))
         except OSError:
             return False
         if not info.startswith(b"F") or b"\0" not in info:
@@ -750,6 +783,7 @@ class Send:
                     break
                 except OSError:
                     self.log.line(b"alert: unable to opendir info/%d, sleeping..." % part)
+                    self.log.flush()
                     time.sleep(10)
             for name in names:
                 if name.isdigit():
@@ -862,6 +896,7 @@ class Send:
                 return
             except OSError:
                 self.log.line(b"alert: unable to switch back to queue directory; HELP! sleeping...")
+                self.log.flush()
                 time.sleep(10)
 
     def outstanding(self) -> bool:
@@ -889,6 +924,14 @@ class Send:
         return min(times)
 
     def loop(self) -> None:
+        self.log.held = True
+        try:
+            self.passes()
+        finally:
+            self.log.held = False
+            self.log.flush()
+
+    def passes(self) -> None:
         poller_fds = {}
         while not (self.exiting and not self.outstanding()):
             now = time.time()
@@ -914,6 +957,7 @@ class Send:
                 poller.register(self.trigger_fd, select.POLLIN)
             if self.wakeup_fd >= 0:
                 poller.register(self.wakeup_fd, select.POLLIN)
+            self.log.flush()
             try:
                 events = poller.poll(int(timeout * 1000))
             except InterruptedError:

@@ -33,6 +33,7 @@ SIGTERM ends the listener at once with exit 0, as tcpserver's: the port is
 closed and the sessions under way finish on their own.
 """
 import _signal
+import gc
 import os
 import select
 import signal
@@ -612,6 +613,9 @@ def serve(listener: Listener, s: socket.socket) -> int:
     for sig in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: None)
     children = 0
+    # what the listener holds now stays out of the collector's way: a child's
+    # collections then walk (and copy) only what the child made
+    gc.freeze()
 
     def status():
         if o.verbosity >= 2:
