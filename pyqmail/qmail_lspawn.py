@@ -303,7 +303,10 @@ def resident(title, sock, uid: int, gid: int, aliasempty: bytes, env: dict[bytes
         os.dup2(fds[1], 2)
         os.close(fds[0])
         os.close(fds[1])
-        os.chdir(auto.QMAIL_HOME)
+        try:
+            os.chdir(auto.QMAIL_HOME)
+        except OSError:
+            return QLX_USAGE
         argv = [b"bin/qmail-local", b"--", user, homedir, local, dash, ext, domain, sender,
                 aliasempty]
         try:

@@ -2,11 +2,14 @@
 spawn.c; spec/send.md §7).
 
 Commands arrive on fd 0 (`SLOT` `N/ID\\0` `SENDER\\0` `RECIPIENT\\0`), reports
-leave on fd 1 (`SLOT` `K|Z|D` TEXT `\\0`).  Each delivery is a forked child with
-the message on fd 0 and a pipe on fds 1 and 2; the report is written once the
-pipe is at EOF and the child has been reaped.  A subclass says what the child
-runs (`child()`), how its output is kept (`add_output()`) and how exit status
-and output become a report (`report()`).
+leave on fd 1 (`SLOT` `K|Z|D` TEXT `\\0`).  Each delivery has a pipe whose write
+end becomes the delivering process's fds 1 and 2; the report is written once
+the pipe is at EOF and the delivery's exit status is known.  By default each
+delivery is a forked child with the message on fd 0; a subclass says what the
+child runs (`child()`), how its output is kept (`add_output()`) and how exit
+status and output become a report (`report()`), and may start a delivery some
+other way (`start()`, with `watched()`, `housekeeping()` and `busy()` for
+processes of its own, and `exited()` when a status is known).
 """
 import abc
 import gc
@@ -55,7 +58,8 @@ class Delivery:
     def __init__(self, pid: int, fdin: int, fdout: int, pidfd: int):
         self.pid = pid
         self.fdin = fdin      # our read end of the child's pipe
-        self.fdout = fdout    # our copy of the write end: EOF waits for the reaping
+        self.fdout = fdout    # our copy of the write end: closed once the status is known
+                              # (or once a process of the subclass holds its own)
         self.pidfd = pidfd
         self.wstat: int | None = None
         self.output = b""
