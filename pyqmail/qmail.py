@@ -7,7 +7,7 @@ envelope, close, and turn the result into qmail's `Z`/`D` text.
     qq.from_(b"a@example.org")
     qq.to(b"b@example.com")
     result = qq.close()       # b"" when queued, else b"Z..." / b"D..."
-    qq.qp                     # the number for "qp N" (the Received line's PID)
+    qq.qp                     # after close(): the number for "qp N" (the Received line's PID)
 
 By default the message and envelope pipes are handed to the queue service
 (qmail-queued, uid qmailq) over its socket in queue/lock/; with QMAILQUEUE set,
@@ -167,12 +167,8 @@ class Qmail:
             submit(self._sock, msg_r, env_r)
         except OSError:
             self._early_exit = 74
-            return
-        qp = parse_number(read_record(self._sock, self._buf), b"qp ")
-        if qp is None:
-            self._early_exit = 74
-            return
-        self.qp = qp
+        # the service's `qp N` waits in the socket until close(): the message
+        # goes out without waiting for it (callers read qp after close())
 
     def _exec(self, msg_r: int, env_r: int) -> None:
         pid = os.fork()
@@ -251,6 +247,8 @@ class Qmail:
 
     def _wait(self) -> int | None:
         if self._early_exit is not None:
+            if self._sock is not None:
+                self._sock.close()
             return self._early_exit
         if self._pid:
             _, status = os.waitpid(self._pid, 0)
@@ -258,7 +256,10 @@ class Qmail:
                 return None
             return os.WEXITSTATUS(status)
         try:
-            code = parse_number(read_record(self._sock, self._buf), b"exit ")
+            qp = parse_number(read_record(self._sock, self._buf), b"qp ")
+            code = None if qp is None else parse_number(read_record(self._sock, self._buf), b"exit ")
         finally:
             self._sock.close()
+        if qp is not None:
+            self.qp = qp
         return 74 if code is None else code

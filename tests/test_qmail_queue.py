@@ -55,6 +55,27 @@ def test_service_path_writes_qmails_exact_files(service):
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid("qmailq"), 0o644)
 
 
+def test_each_submission_has_a_thread_of_its_own(service):
+    """Submissions one after another each get a new thread (a new qp, as qmail
+    gives each message a new qmail-queue process); when they are done, only the
+    service's main thread remains."""
+    home = service.home
+    nofiles = grp.getgrnam("nofiles").gr_gid
+    qps = []
+    for i in range(5):
+        result, qp = submit_as(home, uid("qmaild"), nofiles, b"Subject: %d\n\nbody\n" % i,
+                               [b"a@x.org", b"b@y.net"])
+        assert result == b""
+        qps.append(qp)
+    assert len(set(qps)) == 5
+    assert len(queue_files(home)["todo"]) == 5
+    tasks = os.path.join("/proc", str(service.proc.pid), "task")
+    deadline = time.monotonic() + 10
+    while len(os.listdir(tasks)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(tasks)) == 1
+
+
 def test_received_line_names_the_caller(service):
     home = service.home
     q = grp.getgrnam("qmail").gr_gid
