@@ -120,10 +120,33 @@ def line_blocks(fd: int):
             del pending[:end + 1]
 
 
+class Written:
+    """How many maildir messages this process has written itself, for the
+    middle of their names (spec/maildir-mbox.md §2.1): qmail forks a child per
+    message and names it TIME.PID.HOST; a process that writes several names
+    its first one so and the later ones TIME.PID_N.HOST, N = 2, 3, ..., the
+    form maildir(5) gives for "several messages from one process".  Held by
+    whoever runs qmail-local's code: one run() (a qmail-local process), or a
+    resident qmail-local for all its deliveries."""
+
+    def __init__(self):
+        self.pid = 0
+        self.count = 0
+
+    def middle(self) -> bytes:
+        pid = os.getpid()
+        if pid != self.pid:
+            self.pid = pid      # a forked child starts its own count
+            self.count = 0
+        self.count += 1
+        return b"%d" % pid if self.count == 1 else b"%d_%d" % (pid, self.count)
+
+
 class Job:
     """One qmail-local run: its arguments and the values derived from them."""
 
-    def __init__(self, argv: list[bytes]):
+    def __init__(self, argv: list[bytes], written: Written | None = None):
+        self.written = written or Written()
         options, rest, problem = sgetopt.getopt(argv, b"nN")
         if problem is not None:
             raise Permanent(problem.rstrip(b"\n") + b"\n" + USAGE)
@@ -338,7 +361,7 @@ def maildir_child(job: Job, path: bytes, msg_fd: int, forked: bool = True) -> in
         os.chdir(path)
     except OSError as e:
         return 1 if errors.is_temporary(e) else 2
-    middle = WRITTEN.middle()
+    middle = job.written.middle()
     host = os.fsencode(os.uname().nodename)[:64]  # gethostname()
     loop = 0
     while True:
@@ -431,27 +454,6 @@ def maildir(job: Job, path: bytes, msg_fd: int) -> None:
         raise Temporary(MAILDIR_TEXT.get(code, MAILDIR_OTHER))
 
 
-class Written:
-    """How many maildir messages this process has written itself, for the
-    middle of their names (spec/maildir-mbox.md §2.1): qmail forks a child per
-    message and names it TIME.PID.HOST; a process that writes several names
-    its first one so and the later ones TIME.PID_N.HOST, N = 2, 3, ..., the
-    form maildir(5) gives for "several messages from one process"."""
-
-    def __init__(self):
-        self.pid = 0
-        self.count = 0
-
-    def middle(self) -> bytes:
-        pid = os.getpid()
-        if pid != self.pid:
-            self.pid = pid      # a forked child starts its own count
-            self.count = 0
-        self.count += 1
-        return b"%d" % pid if self.count == 1 else b"%d_%d" % (pid, self.count)
-
-
-WRITTEN = Written()
 
 
 def maildir_here(job: Job, path: bytes, msg_fd: int) -> int | None:
@@ -717,9 +719,10 @@ def sayit(fd: int, kind: bytes, text: bytes) -> None:
 
 
 def run(argv: list[bytes], env: dict[bytes, bytes], msg_fd: int, report_fd: int,
-        out_fd: int | None = None) -> int:
+        out_fd: int | None = None, written: Written | None = None) -> int:
     """Deliver one message as qmail-local(8) does; return the exit code.
-    Failures go to report_fd, the summary to out_fd (default report_fd)."""
+    Failures go to report_fd, the summary to out_fd (default report_fd);
+    written counts the maildir messages of a process that runs this again."""
     if out_fd is None:
         out_fd = report_fd
     os.umask(0o077)
@@ -728,7 +731,7 @@ def run(argv: list[bytes], env: dict[bytes, bytes], msg_fd: int, report_fd: int,
     # every page they touch
     _signal.signal(signal.SIGPIPE, _signal.SIG_IGN)
     try:
-        job = Job(argv)
+        job = Job(argv, written)
         deliver(job, env, msg_fd, out_fd, report_fd)
     except Exit as e:
         return e.code

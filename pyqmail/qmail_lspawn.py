@@ -281,6 +281,7 @@ def resident(title, sock, uid: int, gid: int, aliasempty: bytes, env: dict[bytes
     if os.getuid() == 0:
         return QLX_ROOT
     title.proc = False   # /proc/self is root's now: rename through libc
+    written = qmail_local.Written()   # its maildir messages, for their names
     space = socket.CMSG_SPACE(2 * array.array("i").itemsize)
     while True:
         try:
@@ -310,7 +311,7 @@ def resident(title, sock, uid: int, gid: int, aliasempty: bytes, env: dict[bytes
         argv = [b"bin/qmail-local", b"--", user, homedir, local, dash, ext, domain, sender,
                 aliasempty]
         try:
-            code = qmail_local.run(argv, env, 0, 2, 1)
+            code = qmail_local.run(argv, env, 0, 2, 1, written)
         except BaseException:
             return errors.note_bug(2)   # and end: what is left of this process is not trusted
         for fd in (0, 1, 2):
