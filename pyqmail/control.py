@@ -8,7 +8,7 @@ default; a file that exists but cannot be read is an error, never the default.
 import errno
 import os
 
-from pyqmail import errors
+from pyqmail import errors, fdio
 
 MAX_SIZE = 16 * 1024 * 1024  # bound on what one control file may hold
 
@@ -32,16 +32,9 @@ def read_bytes(path: bytes) -> bytes | None:
             return None
         raise ControlError(path, errors.error_str(e)) from None
     try:
-        data = os.read(fd, 65536)
-        if data:
-            chunks = [data]
-            size = len(data)
-            while chunk := os.read(fd, 65536):
-                size += len(chunk)
-                if size > MAX_SIZE:
-                    raise ControlError(path, b"file too big")
-                chunks.append(chunk)
-            data = b"".join(chunks)
+        data = fdio.read_all(fd, MAX_SIZE)
+    except fdio.LineTooLong:
+        raise ControlError(path, b"file too big") from None
     except OSError as e:
         raise ControlError(path, errors.error_str(e)) from None
     finally:

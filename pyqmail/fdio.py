@@ -77,8 +77,8 @@ def read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_all(fd: int, limit: int) -> bytes:
-    """Everything until EOF; raises LineTooLong past limit bytes."""
+def read_all(fd: int, limit: int | None = None) -> bytes:
+    """Everything until EOF; raises LineTooLong past limit bytes (if any)."""
     chunks = []
     total = 0
     while True:
@@ -86,7 +86,7 @@ def read_all(fd: int, limit: int) -> bytes:
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
-        if total > limit:
+        if limit is not None and total > limit:
             raise LineTooLong()
         chunks.append(chunk)
 

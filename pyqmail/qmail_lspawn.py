@@ -17,8 +17,10 @@ fork that failed, no resident qmail-getpw or no answer from it) the delivery
 is a child of its own that looks the user up, becomes it and runs qmail-local
 once, as before.
 """
+import array
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -118,7 +120,6 @@ def start_getpw(title) -> int:
     """Fork the resident qmail-getpw (uid qmailp): lookups without a process per
     delivery.  Returns qmail-lspawn's end of its socket, or -1 (then every
     lookup forks its own qmail-getpw, as before)."""
-    import socket
     try:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -138,21 +139,32 @@ def start_getpw(title) -> int:
     return ours.detach()
 
 
+def send_with_fds(sock, data: bytes, fds: list[int], flags: int = 0) -> None:
+    """One message with descriptors attached (socket.send_fds, which drops flags)."""
+    sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))], flags)
+
+
+def question(server, local: bytes, flags: int = 0):
+    """Put local to the resident qmail-getpw on server; our end of the socket
+    its answer (exit code byte + nughde) will come back on."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        try:
+            send_with_fds(server, local, [theirs.fileno()], flags)
+        except OSError:
+            ours.close()
+            raise
+    return ours
+
+
 def ask_getpw(local: bytes) -> bytes | None:
     """nughde from the resident qmail-getpw on GETPW_FD; None if it is not there."""
-    import array
-    import socket
     try:
-        a, b = socket.socketpair()
-        with a:
-            try:
-                with socket.fromfd(GETPW_FD, socket.AF_UNIX, socket.SOCK_SEQPACKET) as server:
-                    server.sendmsg([local], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                              array.array("i", [b.fileno()]))])
-            finally:
-                b.close()
+        with socket.fromfd(GETPW_FD, socket.AF_UNIX, socket.SOCK_SEQPACKET) as server:
+            ours = question(server, local)
+        with ours:
             answer = b""
-            while chunk := a.recv(65536):
+            while chunk := ours.recv(65536):
                 answer += chunk
     except OSError:
         return None
@@ -212,6 +224,32 @@ def scan_ulong(value: bytes) -> int:
     return int(value[:end]) if end else 0
 
 
+def user_fields(nughde: bytes) -> tuple[bytes, int, int, bytes, bytes, bytes] | None:
+    """nughde's user, uid, gid, homedir, dash and ext, uid and gid read as
+    qmail's scan_ulong() reads them; None when one of the six lacks its NUL."""
+    fields = nughde.split(b"\0")
+    if len(fields) < 7:
+        return None
+    user, uid, gid, homedir, dash, ext = fields[:6]
+    return user, scan_ulong(uid), scan_ulong(gid), homedir, dash, ext
+
+
+def local_argv(user: bytes, homedir: bytes, local: bytes, dash: bytes, ext: bytes,
+               domain: bytes, sender: bytes, aliasempty: bytes) -> list[bytes]:
+    """qmail-lspawn.c's execv arguments for bin/qmail-local (spec/local.md §2.3)."""
+    return [b"bin/qmail-local", b"--", user, homedir, local, dash, ext, domain, sender, aliasempty]
+
+
+def become(uid: int, gid: int) -> int | None:
+    """Become uid:gid with no other groups; the exit code when that fails
+    (112) or leaves root (113), else None."""
+    try:
+        prot.drop(uid, gid)
+    except (OSError, OverflowError):
+        return QLX_USAGE
+    return QLX_ROOT if os.getuid() == 0 else None
+
+
 def delivery_child(title, message_fd: int, report_fd: int, sender: bytes, recipient: bytes,
                    at: int, aliasempty: bytes, env: dict[bytes, bytes], getpw_fd: int = -1) -> int:
     """spawn()'s child: find the user, become it, run qmail-local; the exit code."""
@@ -234,20 +272,15 @@ def delivery_child(title, message_fd: int, report_fd: int, sender: bytes, recipi
     finally:
         if getpw_fd >= 0:
             os.close(GETPW_FD)  # the user's programs get nothing but fds 0-2
-    fields = nughde.split(b"\0")
-    if len(fields) < 7:
+    found = user_fields(nughde)
+    if found is None:
         return QLX_USAGE
-    user, uid, gid, homedir, dash, ext = fields[:6]
-    uid = scan_ulong(uid)
-    gid = scan_ulong(gid)
-    argv = [b"bin/qmail-local", b"--", user, homedir, local, dash, ext, domain, sender, aliasempty]
-    try:
-        prot.drop(uid, gid)
-    except OSError:
-        return QLX_USAGE
-    if os.getuid() == 0:
-        return QLX_ROOT
-    return qmail_local.run(argv, env, 0, 2, 1)
+    user, uid, gid, homedir, dash, ext = found
+    failed = become(uid, gid)
+    if failed is not None:
+        return failed
+    return qmail_local.run(local_argv(user, homedir, local, dash, ext, domain, sender, aliasempty),
+                           env, 0, 2, 1)
 
 
 # --- the resident qmail-local -------------------------------------------------------
@@ -264,8 +297,6 @@ def resident(title, sock, uid: int, gid: int, aliasempty: bytes, env: dict[bytes
     SENDER, NUL-separated, with the message and the report pipe attached) and
     answer with qmail-local's exit code.  Returns the code to exit with: 0 when
     qmail-lspawn is done with it, else what the delivery under way gets."""
-    import array
-    import socket
     keep = sock.fileno()
     os.closerange(0, keep)
     os.closerange(keep + 1, 65536)
@@ -274,24 +305,14 @@ def resident(title, sock, uid: int, gid: int, aliasempty: bytes, env: dict[bytes
     os.dup2(0, 2)
     null = os.open(b"/dev/null", os.O_RDWR | os.O_CLOEXEC)
     proctitle.rename(title, [b"bin/qmail-local"])
-    try:
-        prot.drop(uid, gid)
-    except (OSError, OverflowError):
-        return QLX_USAGE
-    if os.getuid() == 0:
-        return QLX_ROOT
+    failed = become(uid, gid)
+    if failed is not None:
+        return failed
     title.proc = False   # /proc/self is root's now: rename through libc
     written = qmail_local.Written()   # its maildir messages, for their names
-    space = socket.CMSG_SPACE(2 * array.array("i").itemsize)
     while True:
-        try:
-            job, ancdata, flags, _ = sock.recvmsg(JOB_MAX, space, socket.MSG_CMSG_CLOEXEC)
-        except InterruptedError:
-            continue
-        fds = array.array("i")
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+        # the descriptors are put on 0-2 and closed before anything can exec
+        job, fds, flags, _ = socket.recv_fds(sock, JOB_MAX, 2)
         if not job and not fds:
             return 0
         fields = job.split(b"\0")
@@ -308,8 +329,7 @@ def resident(title, sock, uid: int, gid: int, aliasempty: bytes, env: dict[bytes
             os.chdir(auto.QMAIL_HOME)
         except OSError:
             return QLX_USAGE
-        argv = [b"bin/qmail-local", b"--", user, homedir, local, dash, ext, domain, sender,
-                aliasempty]
+        argv = local_argv(user, homedir, local, dash, ext, domain, sender, aliasempty)
         try:
             code = qmail_local.run(argv, env, 0, 2, 1, written)
         except BaseException:
@@ -412,21 +432,15 @@ class LocalSpawner(spawn.Spawner):
     def ask(self, delnum, slot, fdmess, sender, recipient, at) -> bool:
         """Put the local part to the resident qmail-getpw without waiting for
         it; False when that cannot be done."""
-        import array
-        import socket
         if self.getpw_fd < 0:
-            return False
-        try:
-            ours, theirs = socket.socketpair()
-        except OSError:
             return False
         try:
             if self.getpw is None:
                 self.getpw = socket.socket(fileno=os.dup(self.getpw_fd))
-            with theirs:
-                self.getpw.sendmsg([recipient[:at]],
-                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                 array.array("i", [theirs.fileno()]))], socket.MSG_DONTWAIT)
+            ours = question(self.getpw, recipient[:at], socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        try:
             copy = os.dup(fdmess)
         except OSError:
             ours.close()
@@ -465,12 +479,10 @@ class LocalSpawner(spawn.Spawner):
 
     def dispatch(self, delnum, slot, fdmess, nughde, sender, recipient, at) -> None:
         """Hand the delivery to a resident of the user nughde names."""
-        fields = nughde.split(b"\0")
-        if len(fields) < 7:
+        found = user_fields(nughde)
+        if found is None:
             return self.exited(delnum, slot, QLX_USAGE << 8)
-        user, uid, gid, homedir, dash, ext = fields[:6]
-        uid = scan_ulong(uid)
-        gid = scan_ulong(gid)
+        user, uid, gid, homedir, dash, ext = found
         if uid == 0:
             return self.exited(delnum, slot, QLX_ROOT << 8)
         job = b"\0".join((user, homedir, recipient[:at], dash, ext, recipient[at + 1:], sender))
@@ -484,11 +496,8 @@ class LocalSpawner(spawn.Spawner):
         self.fork(delnum, slot, fdmess, sender, recipient, at)
 
     def give(self, worker: Resident, job: bytes, fdmess: int, fdout: int) -> bool:
-        import array
-        import socket
         try:
-            worker.sock.sendmsg([job], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                         array.array("i", [fdmess, fdout]))], socket.MSG_DONTWAIT)
+            send_with_fds(worker.sock, job, [fdmess, fdout], socket.MSG_DONTWAIT)
         except OSError:
             self.retire(worker)
             return False
@@ -502,7 +511,6 @@ class LocalSpawner(spawn.Spawner):
             if not waiting:
                 del self.idle[key]
             return worker
-        import socket
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError:
@@ -528,7 +536,6 @@ class LocalSpawner(spawn.Spawner):
 
     def heard(self, fd: int) -> None:
         """A resident's exit code for its delivery, or its end (EOF)."""
-        import socket
         worker = self.residents[fd]
         try:
             data = worker.sock.recv(16, socket.MSG_DONTWAIT)
@@ -564,15 +571,13 @@ class LocalSpawner(spawn.Spawner):
                 del self.idle[worker.key]
 
     def retire(self, worker: Resident) -> None:
-        """No more work for this resident: it ends at EOF (and heard() reaps it)."""
-        import socket
+        """No more work for this resident: it ends at EOF (and heard() reaps it).
+        shutdown() of a Unix socket that is open cannot fail, even once the
+        resident has gone."""
         self.unidle(worker)
         if not worker.retired:
             worker.retired = True
-            try:
-                worker.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            worker.sock.shutdown(socket.SHUT_WR)
 
     def watched(self) -> dict:
         out = {fd: self.heard for fd in self.residents}

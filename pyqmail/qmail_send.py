@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from pyqmail import auto, control, date822, environ, errors, quote
+from pyqmail import auto, control, date822, environ, errors, fdio, quote
 
 LOCAL, REMOTE = 0, 1
 CHANNEL_NAME = (b"local", b"remote")
@@ -43,24 +43,13 @@ def safe(text: bytes) -> bytes:
 
 
 
-def read_fd(fd: int) -> bytes:
-    """Everything left to read on fd."""
-    data = os.read(fd, 65536)
-    if data:
-        chunks = [data]
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        data = b"".join(chunks)
-    return data
-
-
 def read_file(path: bytes, with_mtime: bool = False):
     """The whole file (and its mtime, if asked), read with os.read: the io
     stack's fstat, isatty and lseek are three more system calls per file."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         mtime = os.fstat(fd).st_mtime if with_mtime else None
-        data = read_fd(fd)
+        data = fdio.read_all(fd)
     finally:
         os.close(fd)
     return (data, mtime) if with_mtime else data
@@ -354,7 +343,7 @@ class Send:
             self.log.line(b"warning: unable to open " + todo)
             return
         try:
-            data = read_fd(fd)
+            data = fdio.read_all(fd)
         except OSError:
             self.log.line(b"warning: trouble reading " + todo)
             return
