@@ -252,3 +252,23 @@ def test_debian_links_refuse_to_replace_anything(qmail_home, tmp_path):
     assert done.stderr == ("links: fatal: %s/control exists and is not a link to %s/control;"
                            " move it away first\n" % (other, qmail_home)).encode()
     assert not os.path.exists(os.path.join(other, "bin"))
+
+
+def lsattr_flags(path):
+    """lsattr -d's flag letters for path, None where the file system has none."""
+    done = subprocess.run(["lsattr", "-d", path], capture_output=True)
+    if done.returncode != 0:
+        return None
+    return done.stdout.split()[0].decode()
+
+
+def test_queue_directories_spread_their_subdirectories(qmail_home):
+    # chattr +T (FS_TOPDIR_FL) on queue/ and the split directories, set before
+    # their subdirectories were made; the leaves keep the default placement
+    if lsattr_flags(qmail_home) is None:
+        pytest.skip("no inode flags on this file system")
+    for top in ("queue", "queue/mess", "queue/info", "queue/local", "queue/remote"):
+        assert "T" in lsattr_flags(os.path.join(qmail_home, top)), top
+    for leaf in ("queue/pid", "queue/intd", "queue/todo", "queue/mess/0", "queue/info/22", "queue/lock"):
+        assert "T" not in lsattr_flags(os.path.join(qmail_home, leaf)), leaf
+    assert "T" not in lsattr_flags(qmail_home)
