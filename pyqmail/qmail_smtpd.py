@@ -130,8 +130,9 @@ def converse(session: smtp.Session, timeout: int, infd: int, outfd: int) -> int:
 
 
 def run(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME,
-        infd: int = 0, outfd: int = 1) -> int:
-    """One SMTP session as qmail-smtpd(8); return the exit code."""
+        infd: int = 0, outfd: int = 1, new_queue=None) -> int:
+    """One SMTP session as qmail-smtpd(8); return the exit code.  new_queue
+    makes the session's qmail-queue (qmail.Qmail unless given)."""
     # Python already ignores SIGPIPE (qmail's sig_pipeignore): a write to a
     # closed connection fails with EPIPE.
     try:
@@ -147,13 +148,86 @@ def run(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME,
         write_all(outfd, [smtp.DIE_NOMEM], 1200)
         return 1
 
-    session = smtp.Session(config, lambda: qmail.Qmail(qmail_home, env), time.time)
+    if new_queue is None:
+        def new_queue():
+            return qmail.Qmail(qmail_home, env)
+    session = smtp.Session(config, new_queue, time.time)
     try:
         return converse(session, timeout, infd, outfd)
     except Exception:
         # one catch-all: a bug is a temporary failure, never a traceback
         write_all(outfd, [session.bug()], timeout)
         return 1
+
+
+class WarmUpQueue(qmail.Qmail):
+    """The warm-up's qmail-queue: qmail.Qmail's own code, talking to a socket
+    pair instead of the queue service.  The other end takes the descriptors,
+    answers `qp 0` and `exit 0`, and keeps nothing."""
+
+    def __init__(self, qmail_home: bytes):
+        super().__init__(qmail_home)     # no QMAILQUEUE: nothing is run
+        self._other = None
+
+    def _service(self, msg_r: int, env_r: int) -> None:
+        import socket
+        self._sock, self._other = socket.socketpair()
+        qmail.submit(self._sock, msg_r, env_r)
+        self._other.sendall(b"qp 0\0exit 0\0")
+
+    def _wait(self) -> int | None:
+        try:
+            return super()._wait()
+        finally:
+            if self._other is not None:
+                self._other.close()    # and with it the descriptors sent
+
+
+WARM_UP_ROUNDS = 20
+WARM_UP = (b"HELO warm-up\r\nEHLO warm-up\r\nNOOP\r\nMAIL FROM:<warm-up@warm-up.invalid>\r\n"
+           b"RCPT TO:<postmaster@warm-up.invalid>\r\nRCPT TO:<postmaster>\r\nDATA\r\n"
+           b"Received: from warm-up\r\nSubject: warm-up\r\n\r\n..warm-up\r\n.\r\n"
+           b"RSET\r\nQUIT\r\n")
+
+
+def warm_up(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME) -> None:
+    """Run this module's code over a made-up conversation, its message
+    discarded, WARM_UP_ROUNDS times: what qmail-tcpsrv does before its first
+    fork.  Python specializes code that runs often by writing into it; done
+    here, once, every forked child starts with specialized code instead of
+    specializing it again (a copy of every page it writes).  Changes nothing
+    but the process: no queue, no log; the cwd is QMAIL_HOME afterwards, as
+    run() leaves it, and a session's descriptors are closed."""
+    env = dict(env)
+    env.update({b"TCPLOCALIP": b"127.0.0.1", b"TCPREMOTEIP": b"127.0.0.1",
+                b"TCPREMOTEHOST": b"localhost", b"TCPREMOTEINFO": b"warm-up"})
+    env.pop(b"RELAYCLIENT", None)
+    import gc
+    before = open_fds()
+    for _ in range(WARM_UP_ROUNDS):
+        # the client: its commands in a pipe, then EOF; the replies in another
+        commands, client = os.pipe()
+        os.write(client, WARM_UP)
+        os.close(client)
+        replies, answer = os.pipe()
+        run(env, qmail_home, commands, answer, lambda: WarmUpQueue(qmail_home))
+        # what the session opened and its exit would have closed (a socket
+        # object left over closes its own, when collected)
+        gc.collect()
+        for fd in open_fds() - before:
+            os.close(fd)
+
+
+def open_fds() -> set[int]:
+    """The descriptors open now (not the one that lists them)."""
+    out = set()
+    for name in os.listdir(b"/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+        except OSError:
+            continue    # listdir's own, closed again
+        out.add(int(name))
+    return out
 
 
 def main() -> None:

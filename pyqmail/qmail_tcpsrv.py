@@ -615,6 +615,7 @@ def serve(listener: Listener, s: socket.socket) -> int:
     children = 0
     # what the listener holds now stays out of the collector's way: a child's
     # collections then walk (and copy) only what the child made
+    gc.collect()
     gc.freeze()
 
     def status():
@@ -673,6 +674,27 @@ def serve(listener: Listener, s: socket.socket) -> int:
         conn.close()
 
 
+def warm_up(module, env: dict[bytes, bytes]) -> None:
+    """The program's warm_up(env), if it has one, in the listener (already
+    under -u and -g) before the first fork: code every child would otherwise
+    specialize for itself.  The listener keeps its cwd (-x may name a file
+    relative to it); one it cannot open means no warm-up."""
+    warm = getattr(module, "warm_up", None)
+    if warm is None:
+        return
+    try:
+        cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        warm(env)
+    except OSError:
+        pass    # an optimization only: the children run as they would without it
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+
+
 def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
     """tcpserver(1) for qmail with env the caller's environment; returns 0 after
     SIGTERM, 100/111 on failure."""
@@ -692,6 +714,8 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
         if verbosity:
             errors.write_line(2, e.text)
         return e.code
+    if module is not None:
+        warm_up(module, env)
     # tcpserver closes 0 and 1; /dev/null keeps the numbers from being reused
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0, inheritable=False)

@@ -122,12 +122,15 @@ class Smtpd:
                      b"127.0.0.4:deny\n:allow\n")
 
     def start(self, *options, server="tcpserver", ports=(25000, 26000), host="127.0.0.1",
-              program=None, rules=DEFAULT_RULES, check=True, localname=ME.decode()):
+              program=None, rules=DEFAULT_RULES, check=True, localname=ME.decode(), cwd=None):
         """The real tcpserver (or pyqmail's qmail-tcpsrv) on a free port of
         range(*ports) at host, running program (default qmail-smtpd) as
         qmaild:nofiles under the rules given (text for the real tcprules);
-        its stderr goes to self.log_path."""
+        its stderr goes to self.log_path.  Given a cwd, the listener starts
+        there and -x names the rules relative to it."""
         cdb = self.tcprules(rules)
+        if cwd is not None:
+            cdb = os.path.relpath(cdb, cwd)
         listener = "tcpserver" if server == "tcpserver" else self.program("qmail-tcpsrv")
         family = socket.AF_INET6 if ":" in host or host == "0" else socket.AF_INET
         probe = "::" if host == "0" else host
@@ -145,7 +148,7 @@ class Smtpd:
                     host, str(port), *(program or [self.program()])]
             with open(self.log_path, "wb") as log:
                 self.server = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL,
-                                               stderr=log)
+                                               stderr=log, cwd=cwd)
             self.port = port
             self.host = "127.0.0.1" if host == "0" else host
 

@@ -165,6 +165,46 @@ def test_qqt_failure_leaves_no_descriptors(monkeypatch, failing):
     assert sorted(os.listdir("/proc/self/fd")) == before
 
 
+WARM_UP_SCRIPT = """
+import os, sys
+sys.path[:0] = [%r, %r]
+from pyqmail import qmail_smtpd
+home = %r
+commands, client = os.pipe()
+os.write(client, qmail_smtpd.WARM_UP)
+os.close(client)
+replies, answer = os.pipe()
+code = qmail_smtpd.run({b"TCPREMOTEIP": b"127.0.0.1", b"TCPLOCALIP": b"127.0.0.1"}, home,
+                       commands, answer, lambda: qmail_smtpd.WarmUpQueue(home))
+os.close(answer)
+sys.stdout.buffer.write(b"%%d\\n" %% code + os.read(replies, 65536))
+before = sorted(os.listdir(b"/proc/self/fd"))
+qmail_smtpd.warm_up({b"QMAILQUEUE": b"/bin/false"}, home)
+assert sorted(os.listdir(b"/proc/self/fd")) == before
+assert os.getcwd() == home.decode()
+"""
+
+
+def test_warm_up_session(smtpd):
+    """qmail-tcpsrv's warm-up runs the whole conversation, the queue client's
+    code included (its queue a socket pair answering qp 0, exit 0), and keeps
+    nothing: no message anywhere, QMAILQUEUE not run, no descriptor left."""
+    from conftest import DEPS, SRC
+    script = WARM_UP_SCRIPT % (SRC, DEPS, smtpd.home.encode())
+    done = subprocess.run([PYTHON, "-IS", "-c", script], capture_output=True, cwd="/",
+                          user=uid("qmaild"), group=gid("nofiles"), extra_groups=[], timeout=30)
+    assert done.stderr == b""
+    assert re.fullmatch(
+        rb"0\n220 host.example.com ESMTP\r\n250 host.example.com\r\n"
+        rb"250-host.example.com\r\n250-PIPELINING\r\n250 8BITMIME\r\n250 ok\r\n250 ok\r\n"
+        rb"553 sorry, that domain isn't in my list of allowed rcpthosts \(#5.7.1\)\r\n"
+        rb"250 ok\r\n354 go ahead\r\n250 ok \d+ qp 0\r\n250 flushed\r\n221 host.example.com\r\n",
+        done.stdout), done.stdout
+    assert os.listdir(smtpd.captured) == []
+    for sub in ("todo", "intd", "pid", "mess/0"):
+        assert os.listdir(os.path.join(smtpd.home, "queue", sub)) == []
+
+
 def test_no_queue_service(smtpd):
     """Without QMAILQUEUE the queue service is asked; when it is not running the
     message is refused temporarily, as qmail-queue's exit 73."""

@@ -695,3 +695,25 @@ def test_changed_program_is_execed(home):
         assert read_until_closed(s) == b"221 host.example.com\r\n"
     assert comm == b"qmail-smtpd\n"
     assert argv[1:] == [b"-IS", home.program().encode()]
+
+
+def test_warm_up_leaves_no_trace(home):
+    """Before its first fork qmail-tcpsrv runs qmail-smtpd's code over made-up
+    sessions (qmail_smtpd.warm_up): nothing is queued, not even through
+    QMAILQUEUE, nothing is logged but the status line, no descriptor stays
+    open, and the cwd that -x is relative to is kept."""
+    start(home, server="qmail-tcpsrv", cwd=home.base,
+          rules=b'127.0.0.5:allow,RELAYCLIENT=""\n:allow\n')
+    pid = home.server.pid
+    assert os.readlink("/proc/%d/cwd" % pid) == home.base
+    fds = sorted(os.readlink("/proc/%d/fd/%s" % (pid, n)) for n in os.listdir("/proc/%d/fd" % pid))
+    # /dev/null as 0 and 1, the log, the listening socket, the wake-up pipe's two ends
+    assert len(fds) == 6 and fds.count("/dev/null") == 2 and home.log_path in fds
+    assert sum(fd.startswith("socket:") for fd in fds) == 1
+    assert sum(fd.startswith("pipe:") for fd in fds) == 2
+    assert os.listdir(home.captured) == []
+    assert home.log() == b"tcpserver: status: 0/40\n"
+    # the rules were found relative to that cwd, and the children queue as ever
+    out = transaction("127.0.0.5", home, rcpt=b"b@elsewhere.test")
+    assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n", out), out
+    assert [envelope for _, envelope, _ in home.items()] == [b"Fa@x\0Tb@elsewhere.test\0\0"]
