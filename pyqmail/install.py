@@ -159,10 +159,15 @@ def hier(conf: Conf, source: bytes) -> list[tuple]:
 
 def mark_top(path: bytes) -> None:
     """chattr +T path, where the file system has the flag; elsewhere nothing
-    (tmpfs, xfs and btrfs place inodes their own way)."""
+    (tmpfs, xfs and btrfs place inodes their own way).  A hint only: no
+    failure here stops the installation (a queue/ that is a symlink to
+    another disk gets the flag on its target)."""
     import fcntl
     import struct
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
     try:
         flags = bytearray(4)
         fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags)
@@ -291,10 +296,7 @@ def setup(home: bytes, source: bytes, deps: bytes, python: bytes) -> int:
             except OSError as e:
                 fatal(b"mkdir", full, e)
             if path in TOP_DIRS:    # before its subdirectories are made
-                try:
-                    mark_top(full)
-                except OSError as e:
-                    fatal(b"open", full, e)
+                mark_top(full)
         elif kind == b"p":
             try:
                 os.mkfifo(full, 0o600)

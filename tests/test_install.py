@@ -272,3 +272,26 @@ def test_queue_directories_spread_their_subdirectories(qmail_home):
     for leaf in ("queue/pid", "queue/intd", "queue/todo", "queue/mess/0", "queue/info/22", "queue/lock"):
         assert "T" not in lsattr_flags(os.path.join(qmail_home, leaf)), leaf
     assert "T" not in lsattr_flags(qmail_home)
+
+
+def test_queue_on_another_disk_through_a_symlink():
+    """An administrator's queue/ symlinked elsewhere installs as before, and
+    the directory it points to is the one marked (+T where supported)."""
+    need_root()
+    base = public_tmpdir("pyqmail-home-")
+    try:
+        home = os.path.join(base, "qmail")
+        os.makedirs(home)
+        spool = os.path.join(base, "spool")
+        os.mkdir(spool)
+        os.symlink(spool, os.path.join(home, "queue"))
+        done = install(home)
+        assert done.returncode == 0, done.stderr.decode()
+        assert os.path.islink(os.path.join(home, "queue"))
+        st = os.stat(spool)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid("qmailq"), 0o751)
+        assert sorted(os.listdir(os.path.join(spool, "mess")), key=int) == [str(i) for i in range(SPLIT)]
+        flags = lsattr_flags(spool)
+        assert flags is None or "T" in flags
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
