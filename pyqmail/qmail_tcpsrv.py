@@ -581,8 +581,8 @@ def drop(o: Options) -> None:
                                                        errors.error_str(e))) from None
 
 
-def child(listener: Listener, conn: socket.socket, remote_address, closing: list[int]) -> None:
-    """The forked child: never returns into the accept loop."""
+def child(listener: Listener, fd: int, remote_address, closing: list[int]) -> None:
+    """The forked child, given the connection's fd: never returns into the accept loop."""
     code = 111
     try:
         # _signal's functions, not signal's wrappers: their enum conversions,
@@ -592,8 +592,10 @@ def child(listener: Listener, conn: socket.socket, remote_address, closing: list
         _signal.signal(signal.SIGCHLD, _signal.SIG_DFL)
         _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
-        for fd in closing:
-            os.close(fd)
+        for other in closing:
+            os.close(other)
+        conn = socket.socket(fileno=fd)
+        conn.setblocking(True)
         code = listener.connection(conn, remote_address)
     except Fatal as e:
         listener.log(e.text, 1)
@@ -653,12 +655,13 @@ def serve(listener: Listener, s: socket.socket) -> int:
         if s not in ready or children >= o.limit:
             continue
         try:
-            # socket.accept() would convert the family and type to enums
+            # socket.accept() would convert the family and type to enums; the
+            # socket object is the child's to make (socket.py's Python code
+            # run here would cost the listener a copy of each page it writes
+            # while a child shares them)
             fd, remote_address = s._accept()
-            conn = socket.socket(fileno=fd)
         except OSError:
             continue
-        conn.setblocking(True)
         children += 1
         status()
         try:
@@ -667,11 +670,11 @@ def serve(listener: Listener, s: socket.socket) -> int:
             listener.log(DROP + b"unable to fork: " + errors.error_str(e), 1)
             children -= 1
             status()
-            conn.close()
+            os.close(fd)
             continue
         if pid == 0:
-            child(listener, conn, remote_address, [s.detach(), wake_r, wake_w])
-        conn.close()
+            child(listener, fd, remote_address, [s.detach(), wake_r, wake_w])
+        os.close(fd)
 
 
 def warm_up(module, env: dict[bytes, bytes]) -> None:
