@@ -196,8 +196,9 @@ def warm_up(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME) -> Non
     fork.  Python specializes code that runs often by writing into it; done
     here, once, every forked child starts with specialized code instead of
     specializing it again (a copy of every page it writes).  Changes nothing
-    but the process: no queue, no log; the cwd is QMAIL_HOME afterwards, as
-    run() leaves it, and a session's descriptors are closed."""
+    but the process: no queue, no log, no descriptor left open; the cwd is
+    QMAIL_HOME afterwards, as run() leaves it.  Running out of descriptors
+    ends it early: the children then just start colder."""
     env = dict(env)
     env.update({b"TCPLOCALIP": b"127.0.0.1", b"TCPREMOTEIP": b"127.0.0.1",
                 b"TCPREMOTEHOST": b"localhost", b"TCPREMOTEINFO": b"warm-up"})
@@ -205,17 +206,23 @@ def warm_up(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME) -> Non
     import gc
     before = open_fds()
     for _ in range(WARM_UP_ROUNDS):
-        # the client: its commands in a pipe, then EOF; the replies in another
-        commands, client = os.pipe()
-        os.write(client, WARM_UP)
-        os.close(client)
-        replies, answer = os.pipe()
-        run(env, qmail_home, commands, answer, lambda: WarmUpQueue(qmail_home))
-        # what the session opened and its exit would have closed (a socket
-        # object left over closes its own, when collected)
-        gc.collect()
-        for fd in open_fds() - before:
-            os.close(fd)
+        try:
+            # the client: its commands in a pipe, then EOF; the replies go to
+            # /dev/null, which takes any amount (a pipe would fill up and
+            # wait for timeoutsmtpd under a long smtpgreeting)
+            commands, client = os.pipe()
+            os.write(client, WARM_UP)
+            os.close(client)
+            replies = os.open(b"/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+            run(env, qmail_home, commands, replies, lambda: WarmUpQueue(qmail_home))
+        except OSError:
+            return
+        finally:
+            # what the session opened and its exit would have closed (a
+            # socket object left over closes its own, when collected)
+            gc.collect()
+            for fd in open_fds() - before:
+                os.close(fd)
 
 
 def open_fds() -> set[int]:

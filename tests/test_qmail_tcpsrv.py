@@ -717,3 +717,17 @@ def test_warm_up_leaves_no_trace(home):
     out = transaction("127.0.0.5", home, rcpt=b"b@elsewhere.test")
     assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n", out), out
     assert [envelope for _, envelope, _ in home.items()] == [b"Fa@x\0Tb@elsewhere.test\0\0"]
+
+
+def test_warm_up_under_a_long_greeting(home):
+    """The warm-up's replies go nowhere that can fill up: a 100 KB greeting
+    (four replies carry it) does not hold the listener back, and the children
+    send it whole."""
+    greeting = b"g" * 100000
+    home.control(b"smtpgreeting", greeting + b"\n")
+    started = time.monotonic()
+    start(home, server="qmail-tcpsrv")
+    assert time.monotonic() - started < 20
+    with home.connect() as s:
+        s.sendall(b"QUIT\r\n")
+        assert read_until_closed(s) == b"220 " + greeting + b" ESMTP\r\n221 " + greeting + b"\r\n"
