@@ -13,8 +13,12 @@ By default the message and envelope pipes are handed to the queue service
 (qmail-queued, uid qmailq) over its socket in queue/lock/; with QMAILQUEUE set,
 that program is exec'd instead, as netqmail does (spec/queue.md §3.6-3.7).
 
-socket is imported only when the service is used, so a program that queues
-through QMAILQUEUE, or not at all, starts without it.
+The service is reached through _socket, the C module under socket.py: the
+descriptors and credentials go in one sendmsg() and the answers come back
+with recv(), which is all socket.py would add here but its 5 ms of enum
+classes at import, paid by every exec'd qmail-smtpd, qmail-inject and
+qmail-queue that queues a message.  A program that queues through
+QMAILQUEUE, or not at all, imports neither.
 """
 import os
 
@@ -67,10 +71,10 @@ def socket_path(qmail_home: bytes) -> bytes:
     return os.path.join(qmail_home, SOCKET)
 
 
-def connect(qmail_home: bytes) -> "socket.socket | None":
+def connect(qmail_home: bytes) -> "_socket.socket | None":
     """A connection to the queue service, or None when it is not running."""
-    import socket
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    import _socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.connect(socket_path(qmail_home))
     except OSError:
@@ -79,20 +83,20 @@ def connect(qmail_home: bytes) -> "socket.socket | None":
     return s
 
 
-def submit(s: "socket.socket", message_fd: int, envelope_fd: int, request: bytes = b"Q") -> None:
+def submit(s: "_socket.socket", message_fd: int, envelope_fd: int, request: bytes = b"Q") -> None:
     """Hand the two read descriptors to the service (SCM_RIGHTS) with the
     caller's real uid (SCM_CREDENTIALS, which the kernel checks): qmail-queue's
     getuid(), also for a setuid caller.  Request P (bin/qmail-queue) asks to be
     numbered with the caller's own pid."""
-    import array
-    import socket
-    fds = array.array("i", [message_fd, envelope_fd])
-    creds = array.array("I", [os.getpid(), os.getuid(), os.getgid()])  # struct ucred
-    s.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds),
-                          (socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
+    import _socket
+    import _struct
+    fds = _struct.pack("ii", message_fd, envelope_fd)
+    creds = _struct.pack("iII", os.getpid(), os.getuid(), os.getgid())  # struct ucred
+    s.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds),
+                          (_socket.SOL_SOCKET, _socket.SCM_CREDENTIALS, creds)])
 
 
-def read_record(s: "socket.socket", buf: bytearray) -> bytes | None:
+def read_record(s: "_socket.socket", buf: bytearray) -> bytes | None:
     """The next NUL-terminated record from the service, None at EOF."""
     while b"\0" not in buf:
         try:
@@ -126,7 +130,7 @@ class Qmail:
         self._flagerr = False
         self._msg = -1
         self._env = -1
-        self._sock: "socket.socket | None" = None
+        self._sock: "_socket.socket | None" = None
         self._buf = bytearray()
         self._pid = 0
         self._early_exit: int | None = None

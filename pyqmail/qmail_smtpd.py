@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from pyqmail import auto, cdb, control, environ, fdio, ipme, qmail, smtp
+from pyqmail import auto, control, environ, fdio, ipme, qmail, smtp
 
 READSIZE = 1024   # qmail-smtpd's ssinbuf
 
@@ -41,7 +41,10 @@ def read_databytes(ctl: control.Control, env: dict[bytes, bytes]) -> int:
 
 
 def morercpthosts_lookup(fd: int, path: bytes):
-    """cdb_seek() on the already open morercpthosts.cdb."""
+    """cdb_seek() on the already open morercpthosts.cdb (imported here, for
+    the installations that have one: 1.6 ms of a start-up of 8)."""
+    from pyqmail import cdb
+
     def lookup(key: bytes) -> bool:
         try:
             return cdb.find(fd, key, path) is not None

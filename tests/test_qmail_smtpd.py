@@ -266,6 +266,51 @@ def test_imports_and_start_time(qmail_home):
     assert smtpd < bare + 0.1
 
 
+SESSION_MODULES = """
+import os, sys
+sys.path.insert(0, %r)
+from pyqmail import qmail_smtpd
+r, w = os.pipe()
+os.write(w, b"HELO x\\r\\nMAIL FROM:<a@x>\\r\\nRCPT TO:<%s>\\r\\nDATA\\r\\nSubject: s\\r\\n\\r\\nhi\\r\\n.\\r\\nQUIT\\r\\n")
+os.close(w)
+replies, answer = os.pipe()
+code = qmail_smtpd.run({b"TCPREMOTEIP": b"127.0.0.1", b"TCPLOCALIP": b"127.0.0.1"}, %r, r, answer)
+os.close(answer)
+sys.stdout.buffer.write(b"%%d\\n" %% code + os.read(replies, 65536) + b"\\nMODULES "
+                        + b" ".join(sorted(n.encode() for n in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("more", [False, True])
+def test_queueing_imports_only_small_modules(smtpd, more):
+    """An exec'd qmail-smtpd queues through the service with _socket alone
+    (socket.py's enum classes cost 5 ms per message), and reads its cdb module
+    only where control/morercpthosts.cdb exists."""
+    from queueutil import QueueService, queue_files
+    if more:
+        smtpd.control(b"morercpthosts", b"more.example.com\n")
+        done = subprocess.run([smtpd.program("qmail-newmrh")], cwd=smtpd.home, capture_output=True)
+        assert done.returncode == 0, done.stderr
+    rcpt = b"b@more.example.com" if more else b"b@host.example.com"
+    service = QueueService(smtpd.home).start()
+    try:
+        lib = os.path.join(smtpd.home, "lib", "python")
+        script = SESSION_MODULES % (lib, rcpt.decode(), smtpd.home.encode())
+        done = subprocess.run([PYTHON, "-I", "-S", "-c", script], capture_output=True, cwd="/",
+                              user=uid("qmaild"), group=gid("nofiles"), extra_groups=[], timeout=30)
+        assert done.stderr == b""
+        out, _, modules = done.stdout.partition(b"\nMODULES ")
+        code, _, replies = out.partition(b"\n")
+        modules = modules.split()
+        assert code == b"0"
+        assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n221 host.example.com\r\n$", replies), replies
+        assert b"_socket" in modules and b"socket" not in modules and b"array" not in modules
+        assert (b"cdblib" in modules) == more
+        assert len(queue_files(smtpd.home)["todo"]) == 1
+    finally:
+        service.stop()
+
+
 # ---- under tcpserver
 
 def test_smtplib_round_trip(smtpd):
