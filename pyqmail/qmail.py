@@ -13,11 +13,10 @@ By default the message and envelope pipes are handed to the queue service
 (qmail-queued, uid qmailq) over its socket in queue/lock/; with QMAILQUEUE set,
 that program is exec'd instead, as netqmail does (spec/queue.md §3.6-3.7).
 
-The service is reached through _socket, the C module under socket.py: the
-descriptors and credentials go in one sendmsg() and the answers come back
-with recv(), which is all socket.py would add here but its 5 ms of enum
-classes at import, paid by every exec'd qmail-smtpd, qmail-inject and
-qmail-queue that queues a message.  A program that queues through
+The service is reached through _socket, the C module under socket.py
+(connect, one sendmsg() with the descriptors and credentials, recv): importing
+socket.py would cost every exec'd qmail-smtpd, qmail-inject and qmail-queue
+that queues a message 5 ms of enum classes.  A program that queues through
 QMAILQUEUE, or not at all, imports neither.
 """
 import os
