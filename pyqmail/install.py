@@ -175,7 +175,7 @@ def mark_top(path: bytes) -> None:
         if not value & FS_TOPDIR_FL:
             fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("I", value | FS_TOPDIR_FL))
     except OSError:
-        pass
+        return    # ENOTTY, EOPNOTSUPP: this file system has no such flag
     finally:
         os.close(fd)
 

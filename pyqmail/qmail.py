@@ -121,8 +121,10 @@ def parse_number(record: bytes | None, prefix: bytes) -> int | None:
 class Qmail:
     """One submission (qmail.c's struct qmail)."""
 
-    def __init__(self, qmail_home: bytes, env: dict[bytes, bytes] | None = None):
+    def __init__(self, qmail_home: bytes, env: dict[bytes, bytes] | None = None,
+                 service=connect):
         self.qmail_home = qmail_home
+        self.service = service   # connect(qmail_home): the queue service's socket, or None
         self.env = env or {}     # the caller's environment, as a C program's environ
         self.program = self.env.get(b"QMAILQUEUE")
         self.qp = 0
@@ -162,7 +164,7 @@ class Qmail:
             os.close(env_r)
 
     def _service(self, msg_r: int, env_r: int) -> None:
-        self._sock = connect(self.qmail_home)
+        self._sock = self.service(self.qmail_home)
         if self._sock is None:
             self._early_exit = 73
             return

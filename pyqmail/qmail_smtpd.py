@@ -163,27 +163,23 @@ def run(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME,
         return 1
 
 
-class WarmUpQueue(qmail.Qmail):
-    """The warm-up's qmail-queue: qmail.Qmail's own code, talking to a socket
-    pair instead of the queue service.  The other end takes the descriptors,
-    answers `qp 0` and `exit 0`, and keeps nothing."""
+def warm_up_session(env: dict[bytes, bytes], qmail_home: bytes, infd: int, outfd: int) -> int:
+    """run() with qmail.Qmail's own code queueing to a stand-in service: a
+    socket pair whose other end answers `qp 0` and `exit 0` and keeps nothing
+    (closed at the end, and with it the descriptors sent)."""
+    import socket
+    others = []
 
-    def __init__(self, qmail_home: bytes):
-        super().__init__(qmail_home)     # no QMAILQUEUE: nothing is run
-        self._other = None
-
-    def _service(self, msg_r: int, env_r: int) -> None:
-        import socket
-        self._sock, self._other = socket.socketpair()
-        qmail.submit(self._sock, msg_r, env_r)
-        self._other.sendall(b"qp 0\0exit 0\0")
-
-    def _wait(self) -> int | None:
-        try:
-            return super()._wait()
-        finally:
-            if self._other is not None:
-                self._other.close()    # and with it the descriptors sent
+    def service(_qmail_home: bytes):
+        ours, theirs = socket.socketpair()
+        theirs.sendall(b"qp 0\0exit 0\0")
+        others.append(theirs)
+        return ours
+    try:
+        return run(env, qmail_home, infd, outfd, lambda: qmail.Qmail(qmail_home, service=service))
+    finally:
+        for other in others:
+            other.close()
 
 
 WARM_UP_ROUNDS = 20
@@ -217,7 +213,7 @@ def warm_up(env: dict[bytes, bytes], qmail_home: bytes = auto.QMAIL_HOME) -> Non
             os.write(client, WARM_UP)
             os.close(client)
             replies = os.open(b"/dev/null", os.O_WRONLY | os.O_CLOEXEC)
-            run(env, qmail_home, commands, replies, lambda: WarmUpQueue(qmail_home))
+            warm_up_session(env, qmail_home, commands, replies)
         except OSError:
             return
         finally:

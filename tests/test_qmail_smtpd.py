@@ -174,8 +174,8 @@ commands, client = os.pipe()
 os.write(client, qmail_smtpd.WARM_UP)
 os.close(client)
 replies, answer = os.pipe()
-code = qmail_smtpd.run({b"TCPREMOTEIP": b"127.0.0.1", b"TCPLOCALIP": b"127.0.0.1"}, home,
-                       commands, answer, lambda: qmail_smtpd.WarmUpQueue(home))
+code = qmail_smtpd.warm_up_session({b"TCPREMOTEIP": b"127.0.0.1", b"TCPLOCALIP": b"127.0.0.1"},
+                                   home, commands, answer)
 os.close(answer)
 sys.stdout.buffer.write(b"%%d\\n" %% code + os.read(replies, 65536))
 before = sorted(os.listdir(b"/proc/self/fd"))
@@ -187,7 +187,7 @@ assert os.getcwd() == home.decode()
 
 def test_warm_up_session(smtpd):
     """qmail-tcpsrv's warm-up runs the whole conversation, the queue client's
-    code included (its queue a socket pair answering qp 0, exit 0), and keeps
+    code included (its service a socket pair answering qp 0, exit 0), and keeps
     nothing: no message anywhere, QMAILQUEUE not run, no descriptor left."""
     from conftest import DEPS, SRC
     script = WARM_UP_SCRIPT % (SRC, DEPS, smtpd.home.encode())
