@@ -706,7 +706,10 @@ def run(argv: list[bytes], env: dict[bytes, bytes]) -> int:
         s = bind(o)
         drop(o)
         module = in_process_module(o.program[0])
-        title = proctitle.Title() if module is not None else None
+        title = None
+        if module is not None:
+            title = proctitle.Title()
+            title.prepare(o.program)
         if o.localhost is None or o.remotehost:
             # DNS is asked in the children: import it once, before the first fork
             from pyqmail import qdns  # noqa: F401
