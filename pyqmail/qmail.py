@@ -24,6 +24,7 @@ import os
 from pyqmail import errors, fdio
 
 SOCKET = b"queue/lock/qmail-queued"
+OUTSIZE = 8192   # bytes put() collects before a write: the queue wakes once for them
 
 # spec/smtpd.md §9.6: qmail-queue's exit code -> the caller's result string
 EXIT_TEXT = {
@@ -132,7 +133,8 @@ class Qmail:
         self._msg = -1
         self._env = -1
         self._sock: "_socket.socket | None" = None
-        self._buf = bytearray()
+        self._buf = bytearray()   # the service's replies
+        self._out = bytearray()   # qmail.c's substdio buffer: message, then envelope
         self._pid = 0
         self._early_exit: int | None = None
 
@@ -197,16 +199,26 @@ class Qmail:
         self.qp = pid
 
     def put(self, data: bytes) -> None:
-        """Write message bytes (LF line ends, as the queue stores them)."""
+        """Message bytes (LF line ends, as the queue stores them), written out
+        as the buffer fills and when the envelope starts."""
         if self._flagerr or self._msg < 0:
             return
+        self._out += data
+        if len(self._out) >= OUTSIZE:
+            self._flush(self._msg)
+
+    def _flush(self, fd: int) -> None:
+        """substdio_flush(): what put() and the envelope collected, to fd."""
         try:
-            fdio.write_all(self._msg, data)
+            if not self._flagerr:
+                fdio.write_all(fd, self._out)
         except OSError:
             self._flagerr = True
+        self._out.clear()
 
     def _close_message(self) -> None:
         if self._msg >= 0:
+            self._flush(self._msg)
             os.close(self._msg)
             self._msg = -1
 
@@ -214,10 +226,9 @@ class Qmail:
         self._close_message()
         if self._flagerr or self._env < 0:
             return
-        try:
-            fdio.write_all(self._env, data)
-        except OSError:
-            self._flagerr = True
+        self._out += data
+        if len(self._out) >= OUTSIZE:
+            self._flush(self._env)
 
     def from_(self, sender: bytes) -> None:
         """End the message; give the envelope sender."""
@@ -237,6 +248,7 @@ class Qmail:
         else:
             self._close_message()
         if self._env >= 0:
+            self._flush(self._env)
             os.close(self._env)
             self._env = -1
         try:

@@ -33,6 +33,7 @@ SIGTERM ends the listener at once with exit 0, as tcpserver's: the port is
 closed and the sessions under way finish on their own.
 """
 import _signal
+import _socket
 import gc
 import os
 import select
@@ -328,7 +329,7 @@ class Listener:
         if self.o.verbosity >= level:
             errors.write_line(2, line)
 
-    def setup(self, conn: socket.socket, remote_address) -> tuple[dict[bytes, bytes], bool]:
+    def setup(self, conn: _socket.socket, remote_address) -> tuple[dict[bytes, bytes], bool]:
         """doit(): the program's environment and whether a rule denies the client."""
         o = self.o
         remoteip, remoteport, _ = address(remote_address)
@@ -382,7 +383,7 @@ class Listener:
                 safe(info or b""), safe(b"%d" % remoteport)))
         return env, deny
 
-    def connection(self, conn: socket.socket, remote_address) -> int:
+    def connection(self, conn: _socket.socket, remote_address) -> int:
         """The child: set up, then run the program; its exit code."""
         env, deny = self.setup(conn, remote_address)
         if deny:
@@ -594,7 +595,9 @@ def child(listener: Listener, fd: int, remote_address, closing: list[int]) -> No
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
         for other in closing:
             os.close(other)
-        conn = socket.socket(fileno=fd)
+        # _socket's type, not socket.py's subclass: its Python __init__ and
+        # close(), run for the first time in each child, cost it their pages
+        conn = _socket.socket(fileno=fd)
         conn.setblocking(True)
         code = listener.connection(conn, remote_address)
     except Fatal as e:

@@ -445,3 +445,49 @@ def test_trigger_is_pulled(service):
 def test_date822():
     assert date822.date822fmt(1709629621) == b"5 Mar 2024 09:07:01 -0000"
     assert date822.date822fmt(1699833547) == b"12 Nov 2023 23:59:07 -0000"
+
+
+def test_client_writes_as_qmail_c_buffers(tmp_path):
+    """qmail.Qmail collects what put() gives, as qmail.c's substdio does: the
+    queue's end of the message pipe sees nothing until OUTSIZE bytes or the
+    envelope, then the bytes in order; the envelope arrives whole at close()."""
+    import select
+    import socket
+    got = {}
+
+    def service(_home):
+        ours, theirs = socket.socketpair()
+        got["end"] = theirs
+        return ours
+
+    def readable(fd):
+        return bool(select.select([fd], [], [], 0)[0])
+
+    def drain(fd):
+        out = b""
+        while readable(fd) and (chunk := os.read(fd, 65536)):
+            out += chunk
+        return out
+
+    qq = qmail.Qmail(str(tmp_path).encode(), service=service)
+    qq.open()
+    _, fds, _, _ = socket.recv_fds(got["end"], 1, 2)
+    message, envelope = fds
+    qq.put(b"Received: from x\n")
+    qq.put(b"Subject: y\n\n")
+    assert not readable(message)
+    big = b"z" * (qmail.OUTSIZE - 10) + b"\n"
+    qq.put(big)
+    assert drain(message) == b"Received: from x\nSubject: y\n\n" + big
+    qq.put(b"tail\n")
+    assert not readable(message)
+    qq.from_(b"a@b")
+    qq.to(b"c@d")
+    assert drain(message) == b"tail\n" and os.read(message, 1) == b""
+    assert not readable(envelope)
+    got["end"].sendall(b"qp 7\0exit 0\0")
+    assert qq.close() == b"" and qq.qp == 7
+    assert os.read(envelope, 100) == b"Fa@b\0Tc@d\0\0" and os.read(envelope, 1) == b""
+    for fd in fds:
+        os.close(fd)
+    got["end"].close()
