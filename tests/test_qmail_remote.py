@@ -212,7 +212,8 @@ def test_ipme_counts_interfaces_that_are_up():
     need_root()
     script = ("import sys; sys.path.insert(0, %r)\n"
               "from pyqmail import ipme\n"
-              "print(' '.join(ipme.ipv4() + ipme.ipv6()))\n" % SRC)
+              "print(' '.join(ipme.ipv4() + ipme.ipv6()))\n"
+              "print(' '.join(ipme.ipv4_fast()))\n" % SRC)
     shell = ("ip addr add 192.0.2.7/24 dev lo && ip -6 addr add fd00::7/128 dev lo && "
              "%s -c \"$1\" && ip link set lo up && %s -c \"$1\"" % (sys.executable, sys.executable))
     # unshare (util-linux) and ip (iproute2, in make test's packages); as root
@@ -220,9 +221,19 @@ def test_ipme_counts_interfaces_that_are_up():
     done = subprocess.run(["unshare", "-n", "sh", "-c", shell, "sh", script],
                           capture_output=True)
     assert done.returncode == 0, done.stderr
-    down, up = (set(line.split()) for line in done.stdout.decode().splitlines())
+    down, fast_down, up, fast_up = (set(line.split()) for line in done.stdout.decode().splitlines())
     assert "192.0.2.7" not in down and "fd00::7" not in down
     assert "192.0.2.7" in up and "fd00::7" in up
+    # qmail-smtpd's rtnetlink version agrees: 127.0.0.1 always, 192.0.2.7 once lo is up
+    assert fast_down == {"127.0.0.1"}
+    assert fast_up == {"127.0.0.1", "192.0.2.7"}
+
+
+def test_ipme_fast_agrees_with_siocgifconf():
+    """ipv4_fast() (rtnetlink, for qmail-smtpd) and ipv4() (SIOCGIFCONF and
+    SIOCGIFFLAGS, as ipme.c) list the same addresses on this host."""
+    assert sorted(qdns_ipme.ipv4_fast()) == sorted(qdns_ipme.ipv4())
+    assert qdns_ipme.ipv4_fast()[0] == "127.0.0.1"
 
 
 # -- the program ---------------------------------------------------------------
