@@ -42,7 +42,7 @@ import socket
 import sys
 import time
 
-from pyqmail import auto, cdb, environ, errors, prot, proctitle
+from pyqmail import cdb, environ, errors, prot, proctitle, wrapper
 from pyqmail.sgetopt import Getopt
 
 FATAL = b"tcpserver: fatal: "
@@ -54,7 +54,6 @@ IDENT_PORT = 113
 IDENT_MAX = 256          # remoteinfo.c: stop once more than 256 bytes are kept
 SAFE_MAX = 100           # safecats(): at most 100 characters of a field, then "..."
 EXIT_DENY = 100          # a deny rule: the child exits 100 without running the program
-WRAPPER_LINE = b"from pyqmail.%s import main"
 
 
 class Fatal(Exception):
@@ -481,32 +480,15 @@ def exit_status(code) -> int:
 def in_process_module(program: bytes):
     """The module behind program when it is this installation's wrapper for a
     pyqmail program (the same script as ours but for the module line), else None."""
-    name = os.path.basename(program)
-    home_bin = os.path.join(auto.QMAIL_HOME, b"bin")
-    if b"/" not in program or not name:
-        return None
-    if os.path.realpath(program) != os.path.realpath(os.path.join(home_bin, name)):
-        return None
     own_path = os.fsencode(sys.argv[0]) if sys.argv and sys.argv[0] else b""
-    try:
-        with open(program, "rb") as f:
-            data = f.read(4096)
-        with open(own_path, "rb") as f:
-            own = f.read(4096)
-    except OSError:
+    name = wrapper.module_name(program, own_path, __name__.rpartition(".")[2])
+    if name is None:
         return None
-    own_line = WRAPPER_LINE % __name__.rpartition(".")[2].encode("ascii")
-    for line in data.split(b"\n"):
-        if line.startswith(b"from pyqmail.") and line.endswith(b" import main"):
-            module = line[len(b"from pyqmail."):-len(b" import main")]
-            if module.replace(b"_", b"").isalnum() and module.isascii() and own_line in own \
-                    and own.replace(own_line, WRAPPER_LINE % module) == data:
-                import importlib
-                try:
-                    return importlib.import_module("pyqmail." + module.decode("ascii"))
-                except ImportError:
-                    return None
-    return None
+    import importlib
+    try:
+        return importlib.import_module("pyqmail." + name)
+    except ImportError:
+        return None
 
 
 def local_address(host: bytes) -> tuple[int, str]:

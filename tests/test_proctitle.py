@@ -73,3 +73,24 @@ def test_the_command_line_is_cut_to_the_argument_area():
             return b"%d %d" % (len(f.read().rstrip(b"\0")), end - start - 1)
     got, room = in_child(body).split()
     assert got == room
+
+
+def test_rename_through_proc_without_ctypes():
+    """A process whose /proc files are its own renames itself with no ctypes;
+    one that changed its uid (its /proc files are root's) is told it cannot."""
+    need_root()
+
+    def body(drop):
+        def run():
+            if drop:
+                prot.drop(uid("qmaild"), uid("qmaild"))
+            ok = proctitle.rename_through_proc(ARGV)
+            with open("/proc/self/comm", "rb") as f:
+                comm = f.read()
+            with open("/proc/self/cmdline", "rb") as f:
+                cmdline = f.read()
+            return b"%r %r %r" % (ok, comm, cmdline.rstrip(b"\0").split(b"\0")[0])
+        return run
+    assert in_child(body(False)) == b"True b'qmail-local\\n' b'bin/qmail-local'"
+    assert in_child(body(True)).startswith(b"False ")
+    assert b"qmail-local" not in in_child(body(True))

@@ -1,6 +1,7 @@
 """sendmail (spec/inject.md §6): the installed wrapper, driven by its flags and
 by real MUAs (bsd-mailx's mail, mutt), queueing through QMAILQUEUE."""
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -8,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import SRC, need_root, public_tmpdir, wait_for
-from injecthelp import HEAD, Home, base_env, generated, module_home, run, shell_env, write
+from injecthelp import HEAD, Home, base_env, drop_to, generated, module_home, run, shell_env, write
 
 USAGE = b"sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]\n"
 
@@ -173,6 +174,37 @@ def test_environment_passed_on_unchanged(own_home):
     assert shell_env(r.out) == [b"PATH=/usr/bin:/bin", b"USER=me", b"X_KEEP=1"]
     r = run(own_home, b"", "-bs", program="sendmail", env=base_env(PROTO="UNIX"))
     assert shell_env(r.out) == [b"PATH=/usr/bin:/bin", b"PROTO=UNIX", b"USER=me"]
+
+
+def test_qmail_inject_runs_in_the_same_process_under_its_name(home):
+    """Where bin/qmail-inject is the installed wrapper, sendmail runs its code
+    without a second interpreter: while it reads the message, /proc shows the
+    process sendmail started as qmail-inject (comm, and argv as sendmail would
+    have exec'd it, with no interpreter in front), as a user's own process; the
+    message is queued with the same pid in its Message-ID."""
+    home.clear()
+    env = base_env(QMAILQUEUE=home.capture, CAPDIR=home.capdir)
+    p = subprocess.Popen([home.bin("sendmail"), "-t", "-f", "s@x.y", "arg@x.y"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env, cwd="/", preexec_fn=drop_to("nobody"))
+    try:
+        def renamed():
+            with open("/proc/%d/comm" % p.pid, "rb") as f:
+                return f.read() == b"qmail-inject\n"
+        wait_for(renamed)
+        with open("/proc/%d/cmdline" % p.pid, "rb") as f:
+            assert f.read().rstrip(b"\0").split(b"\0") == \
+                [b"bin/qmail-inject", b"-H", b"-f", b"s@x.y", b"--", b"arg@x.y"]
+        out, err = p.communicate(b"To: to@x.y\nSubject: s\n\nbody\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert (p.returncode, out, err) == (0, b"", b"")
+    message, envelope = home.captured()
+    assert envelope == b"Fs@x.y\0Targ@x.y\0Tto@x.y\0\0"
+    assert re.search(rb"Message-ID: <\d+\.%d\.qmail@host\.example\.com>\n" % p.pid, message)
+    assert message.endswith(b"To: to@x.y\nSubject: s\n\nbody\n")
 
 
 def test_missing_qmail_inject(own_home):
