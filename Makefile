@@ -17,7 +17,7 @@ VENV := $(SRC)/.venv
 # has no package of it), fastforward and dot-forward the alias tests, iproute2
 # (ip) the network-namespace tests;
 # apt_install keeps package daemons from starting (policy-rc.d says 101).
-APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools fetchmail fastforward dot-forward iproute2 e2fsprogs
+APT_TEST_PACKAGES ?= python3-venv python3-pip dnsmasq-base postfix ucspi-tcp swaks xinetd bsd-mailx mutt daemontools fetchmail fastforward dot-forward iproute2 e2fsprogs mount
 APT_RUN_PACKAGES ?= python3-venv python3-pip ucspi-tcp
 # make bench: the peer (Postfix, with smtp-source and smtp-sink), tcpserver, and a
 # venv of its own for matplotlib (the chart only; the measuring runs on PYTHON)

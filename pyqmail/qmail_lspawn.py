@@ -308,7 +308,6 @@ def resident(title, sock, uid: int, gid: int, aliasempty: bytes, env: dict[bytes
     failed = become(uid, gid)
     if failed is not None:
         return failed
-    title.proc = False   # /proc/self is root's now: rename through libc
     written = qmail_local.Written()   # its maildir messages, for their names
     while True:
         # the descriptors are put on 0-2 and closed before anything can exec

@@ -1,4 +1,5 @@
 """make users / make setup check: the installed tree of spec/install.md §3."""
+import contextlib
 import grp
 import os
 import shutil
@@ -262,16 +263,64 @@ def lsattr_flags(path):
     return done.stdout.split()[0].decode()
 
 
-def test_queue_directories_spread_their_subdirectories(qmail_home):
+@contextlib.contextmanager
+def scratch_filesystem(kind: str):
+    """A file system of its own, mounted below /tmp for the test: ext4 (an
+    image on a loop device, as these machines' root) or tmpfs."""
+    def run(argv):
+        done = subprocess.run(argv, capture_output=True)
+        assert done.returncode == 0, (argv, done.stderr.decode())
+    need_root()
+    base = public_tmpdir("pyqmail-fs-")
+    mnt = os.path.join(base, "mnt")
+    os.mkdir(mnt)
+    try:
+        if kind == "ext4":
+            image = os.path.join(base, "image")
+            with open(image, "wb") as f:
+                f.truncate(64 << 20)
+            run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", image])
+            run(["mount", "-o", "loop", image, mnt])
+        else:
+            run(["mount", "-t", "tmpfs", "tmpfs", mnt])
+        try:
+            os.chmod(mnt, 0o755)
+            yield mnt
+        finally:
+            run(["umount", mnt])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_queue_directories_spread_their_subdirectories():
     # chattr +T (FS_TOPDIR_FL) on queue/ and the split directories, set before
     # their subdirectories were made; the leaves keep the default placement
-    if lsattr_flags(qmail_home) is None:
-        pytest.skip("no inode flags on this file system")
-    for top in ("queue", "queue/mess", "queue/info", "queue/local", "queue/remote"):
-        assert "T" in lsattr_flags(os.path.join(qmail_home, top)), top
-    for leaf in ("queue/pid", "queue/intd", "queue/todo", "queue/mess/0", "queue/info/22", "queue/lock"):
-        assert "T" not in lsattr_flags(os.path.join(qmail_home, leaf)), leaf
-    assert "T" not in lsattr_flags(qmail_home)
+    with scratch_filesystem("ext4") as mnt:
+        home = os.path.join(mnt, "qmail")
+        done = install(home)
+        assert done.returncode == 0, done.stderr.decode()
+        for top in ("queue", "queue/mess", "queue/info", "queue/local", "queue/remote"):
+            assert "T" in lsattr_flags(os.path.join(home, top)), top
+        for leaf in ("queue/pid", "queue/intd", "queue/todo", "queue/mess/0", "queue/info/22",
+                     "queue/lock"):
+            assert "T" not in lsattr_flags(os.path.join(home, leaf)), leaf
+        assert "T" not in lsattr_flags(home)
+
+
+def test_queue_on_a_file_system_without_the_flag():
+    """tmpfs has no FS_TOPDIR_FL: the hint is left out and the queue installs
+    whole, with its owners and modes."""
+    with scratch_filesystem("tmpfs") as mnt:
+        home = os.path.join(mnt, "qmail")
+        done = install(home)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stderr == b""
+        queue = os.path.join(home, "queue")
+        st = os.stat(queue)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid("qmailq"), 0o751)
+        assert sorted(os.listdir(os.path.join(queue, "mess")), key=int) == [str(i) for i in range(SPLIT)]
+        flags = lsattr_flags(queue)
+        assert flags is None or "T" not in flags
 
 
 def test_queue_on_another_disk_through_a_symlink():
