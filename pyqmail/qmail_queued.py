@@ -15,7 +15,15 @@ bin/qmail-queue) it is the caller's pid from SO_PEERCRED, the qmail-queue
 process its own caller forked, as in qmail; for Q (in-process clients) it is
 the thread's kernel id.  Either is unique among running submissions
 while its caller lives.
+
+The threads are _thread's and the connections _socket's: threading.Thread's
+start-up handshake (an Event the accepting thread waits on) and socket.py's
+Python wrappers cost a submission more CPU than queueing a small message does
+in Python.
 """
+import _signal
+import _socket
+import _thread
 import array
 import errno
 import fcntl
@@ -83,9 +91,9 @@ class Service:
         self.uids = uids or qmail_queue.Uids()
         self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
 
-    def handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: _socket.socket) -> None:
         # SIGTERM must reach the accepting main thread, never a worker
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGTERM,))
         try:
             # the caller's real uid comes with its request (SCM_CREDENTIALS, checked
             # by the kernel); SO_PEERCRED, the effective uid at connect(), is the
@@ -102,7 +110,7 @@ class Service:
                 # P: the caller is bin/qmail-queue, whose pid its own caller knows
                 # as the qp, as with qmail's qmail-queue process; a live pid is
                 # no running thread's id.  Q: an in-process client learns N here.
-                qp = pid if kind == b"P" and pid > 0 else threading.get_native_id()
+                qp = pid if kind == b"P" and pid > 0 else _thread.get_native_id()
                 conn.sendall(b"qp %d\0" % qp)
                 try:
                     code = qmail_queue.queue_message(self.queue, fds[0], fds[1], uid, qp,
@@ -138,7 +146,7 @@ class Service:
         while True:
             self.slots.acquire()
             try:
-                conn, _ = listener.accept()
+                fd, _ = listener._accept()
             except Stop:
                 self.slots.release()
                 raise
@@ -147,7 +155,15 @@ class Service:
                 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     time.sleep(0.1)
                 continue
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+            conn = _socket.socket(fileno=fd)
+            try:
+                _thread.start_new_thread(self.handle, (conn,))
+            except RuntimeError:
+                # no thread to be had (qmail-queue's fork failing): the caller
+                # sees its connection closed, as when the service dies
+                conn.close()
+                self.slots.release()
+                time.sleep(0.1)
 
 
 def listen(qmail_home: bytes) -> socket.socket:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import public_tmpdir, install, uid
+from conftest import in_child, public_tmpdir, install, uid
 from queueutil import QueueService, queue_files, read, submit_as
 from pyqmail import date822, qmail, prot
 
@@ -258,6 +258,52 @@ def _write(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def tasks_of(user_id: int) -> int:
+    """How many threads of all processes run as user_id (RLIMIT_NPROC counts them)."""
+    n = 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                for tid in os.listdir(os.path.join("/proc", pid, "task")):
+                    if os.stat(os.path.join("/proc", pid, "task", tid)).st_uid == user_id:
+                        n += 1
+            except OSError:
+                continue
+    return n
+
+
+def test_no_thread_for_a_submission_closes_it_and_serves_on(service):
+    """A submission the service cannot give a thread (qmailq at its RLIMIT_NPROC)
+    gets its connection closed, which the caller reports as a failed
+    communication (74, temporary); nothing is queued, and the service goes on
+    accepting: once threads can be had again, the next submission is queued."""
+    import resource
+    qmailq = uid("qmailq")
+    gid = grp.getgrnam("nofiles").gr_gid
+
+    def soft_limit(value):
+        # as qmailq itself: root may lack CAP_SYS_RESOURCE, which another
+        # user's process would need
+        def body():
+            prot.drop(qmailq, grp.getgrnam("qmail").gr_gid)
+            hard = resource.prlimit(service.proc.pid, resource.RLIMIT_NPROC)[1]
+            resource.prlimit(service.proc.pid, resource.RLIMIT_NPROC, (value, hard))
+            return b"ok"
+        assert in_child(body) == b"ok"
+
+    limit = tasks_of(qmailq)
+    assert limit >= 1
+    soft_limit(limit)
+    assert submit_as(service.home, uid("qmaild"), gid, b"x\n", [b"a", b"b"]) == (
+        b"Zcommunication with mail server failed (#4.4.2)", 0)
+    assert queue_files(service.home) == {"pid": [], "intd": [], "todo": [], "mess": []}
+    assert service.proc.poll() is None
+    soft_limit(limit + 100)
+    result, qp = submit_as(service.home, uid("qmaild"), gid, b"x\n", [b"a", b"b"])
+    assert result == b"" and qp > 0
+    assert len(queue_files(service.home)["todo"]) == 1
 
 
 def test_concurrent_submissions_get_distinct_qps(service):
