@@ -93,6 +93,10 @@ def queue_as(home, user, message: bytes, envelope: bytes) -> int:
 
 @pytest.fixture
 def users():
+    """Taken before `tree` by the tests that use both, so the tree stops first:
+    an idle resident qmail-local ends with its qmail-lspawn, and only then are
+    the accounts removed (left to its 10 s idle timeout, it raced cleanup's
+    wait of the same length)."""
     u = Users()
     yield u
     u.cleanup()
@@ -107,7 +111,7 @@ def tree(fresh_home):
     t.stop()
 
 
-def test_message_reaches_maildir_with_exact_log(tree, users):
+def test_message_reaches_maildir_with_exact_log(users, tree):
     joe = users.make("joe")
     joe.maildir()
     tree.wait_log(rb"^status: local 0/10 remote 0/20$")
@@ -354,7 +358,7 @@ def test_multilog_as_the_logger(fresh_home, users):
     assert tree.log == b""  # nothing on qmail-start's stdout
 
 
-def test_resident_qmail_getpw(tree, users):
+def test_resident_qmail_getpw(users, tree):
     """qmail-lspawn's resident qmail-getpw: uid qmailp, gid nofiles, named
     qmail-getpw, holding only its socket; deliveries look users up through it."""
     tree.wait_log(rb"^status: local 0/10")
