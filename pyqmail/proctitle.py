@@ -29,10 +29,10 @@ class Title:
 
     def __init__(self):
         import ctypes
-        self.area = arg_area()
+        area = arg_area()
         self.argv_area = None
-        if self.area is not None:
-            start, end = self.area
+        if area is not None:
+            start, end = area
             self.argv_area = (ctypes.c_char * (end - start)).from_address(start)
         self.prctl = ctypes.CDLL(None).prctl   # PR_SET_NAME needs no errno
         self.prepared: dict[tuple[bytes, ...], tuple] = {}   # argv: (C string, area bytes)

@@ -45,18 +45,16 @@ STOP_GRACE = 60  # seconds a SIGTERM waits for submissions under way
 SO_PEERCRED_FORMAT = "iII"  # struct ucred: pid_t pid; uid_t uid; gid_t gid
 
 
-def peer_creds(conn: socket.socket) -> tuple[int, int]:
-    """The connecting process's pid and uid, as the kernel recorded them at connect()."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                            struct.calcsize(SO_PEERCRED_FORMAT))
-    pid, uid, _ = struct.unpack(SO_PEERCRED_FORMAT, creds)
-    return pid, uid
-
-
 UCRED = struct.Struct(SO_PEERCRED_FORMAT)
 
 
-def receive_fds(conn: socket.socket) -> tuple[bytes, int | None, int, int] | None:
+def peer_creds(conn: _socket.socket) -> tuple[int, int]:
+    """The connecting process's pid and uid, as the kernel recorded them at connect()."""
+    pid, uid, _ = UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+    return pid, uid
+
+
+def receive_fds(conn: _socket.socket) -> tuple[bytes, int | None, int, int] | None:
     """The request byte (Q or P), the uid of the caller's SCM_CREDENTIALS (None
     if it sent none) and exactly two descriptors; None on a bad request."""
     fds = array.array("i")
