@@ -389,10 +389,12 @@ def test_children_get_the_environment_qmail_start_was_given(fresh_home):
     tree = Tree(fresh_home, "sh", "-c", "env > %s; exec cat > /dev/null" % saved)
     try:
         wait_for(lambda: saved.exists() and b"PATH=" in saved.read_bytes())
-        wait_for(lambda: "qmail-lspawn" in tree.children() and "qmail-queued" in tree.children())
+        names = ("qmail-send", "qmail-lspawn", "qmail-rspawn", "qmail-clean", "qmail-queued")
+        # qmail-start forks the helpers before it execs qmail-send: wait for all
+        wait_for(lambda: all(name in tree.children() for name in names))
         kids = tree.children()
         environs = {}
-        for name in ("qmail-send", "qmail-lspawn", "qmail-rspawn", "qmail-clean", "qmail-queued"):
+        for name in names:
             with open(f"/proc/{kids[name][0]}/environ", "rb") as f:
                 environs[name] = f.read()
         logged = saved.read_bytes()
