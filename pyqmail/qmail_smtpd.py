@@ -244,3 +244,9 @@ def forked_main(env: dict[bytes, bytes]) -> int:
     """main() in a child of qmail-tcpsrv, given the environment main() would
     find: the same session, without setting os.environ and reading it back."""
     return run(env)
+
+
+# forked_main() keeps nothing from one call to the next (run() makes every
+# object of a session and closes what it opens; warm_up() relies on it too),
+# so one qmail-tcpsrv process may serve one session after another
+REUSABLE = True

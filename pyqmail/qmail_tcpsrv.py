@@ -29,8 +29,26 @@ Beyond tcpserver 0.88:
   -l, TCPLOCALHOST) asks the servers of /etc/resolv.conf or $DNSCACHEIP, as
   tcpserver's djbdns library does.
 
+A program module that says so (REUSABLE, and a forked_main(env) that keeps
+nothing between calls: qmail-smtpd) has its sessions served by processes that
+each take one connection after another, as Postfix's smtpd processes do,
+instead of a fork per connection.  The listener still accepts, counts, limits
+(-c) and logs every connection as tcpserver does; it hands each one to an idle
+process over that process's socket pair (SCM_RIGHTS), forking a new one only
+when none is idle.  Each session starts as a forked child's would: the
+environment made afresh from the listener's and the rules, fds 0 and 1 the
+connection and nothing else open but the process's socket pair (close-on-exec),
+the listener's cwd, umask and signal dispositions; at its end 0 and 1 become
+/dev/null again, which closes the connection.  `tcpserver: end PID status S`
+is logged when a session ends, S the wait status its exit code would give.  A
+process serves at most MAX_USE sessions, goes after MAX_IDLE seconds without
+one, and goes at once after a session that ended in an uncaught exception or
+left its uids, cwd or signal state changed: the next one never inherits
+anything from it but the code.
+
 SIGTERM ends the listener at once with exit 0, as tcpserver's: the port is
-closed and the sessions under way finish on their own.
+closed and the sessions under way finish on their own; the idle processes see
+their socket pair close and exit.
 """
 import _signal
 import _socket
@@ -54,6 +72,8 @@ IDENT_PORT = 113
 IDENT_MAX = 256          # remoteinfo.c: stop once more than 256 bytes are kept
 SAFE_MAX = 100           # safecats(): at most 100 characters of a field, then "..."
 EXIT_DENY = 100          # a deny rule: the child exits 100 without running the program
+MAX_USE = 100            # sessions one process serves before it exits (Postfix's max_use)
+MAX_IDLE = 100           # seconds an idle process waits for a session (Postfix's max_idle)
 
 
 class Fatal(Exception):
@@ -320,6 +340,10 @@ class Listener:
         self.env = env
         self.module = module      # the program's module, when it runs in-process
         self.title = title        # proctitle.rename's preparation
+        # a process may serve one session after another (see the docstring)
+        self.reusable = (module is not None and getattr(module, "REUSABLE", False)
+                         and getattr(module, "forked_main", None) is not None)
+        self.failed = False       # the program ended in an uncaught exception
         # the environment every child starts with, as a plain dict: a child
         # compares against this, not against os.environb (Python code per key)
         self.inherited = dict(os.environb)
@@ -382,8 +406,9 @@ class Listener:
                 safe(info or b""), safe(b"%d" % remoteport)))
         return env, deny
 
-    def connection(self, conn: _socket.socket, remote_address) -> int:
-        """The child: set up, then run the program; its exit code."""
+    def connection(self, conn: _socket.socket, remote_address, keep: int = -1) -> int:
+        """The child: set up, then run the program; its exit code.  keep is
+        a descriptor above 2 that stays open (a reusable process's socket pair)."""
         env, deny = self.setup(conn, remote_address)
         if deny:
             return EXIT_DENY
@@ -395,7 +420,7 @@ class Listener:
         conn.close()
         if self.module is None:    # the exec closes the rest (Python's fds are close-on-exec)
             return self.execute(env)
-        return self.in_process(env)
+        return self.in_process(env, keep)
 
     def execute(self, env: dict[bytes, bytes]) -> int:
         """pathexec(): the program with the signal state after tcpserver's
@@ -409,7 +434,7 @@ class Listener:
             raise Fatal(DROP + b"unable to run %s: %s" % (program[0], errors.error_str(e))) from None
         return 111
 
-    def in_process(self, env: dict[bytes, bytes]) -> int:
+    def in_process(self, env: dict[bytes, bytes], keep: int = -1) -> int:
         """What exec'ing the wrapper QMAIL_HOME/bin/NAME would do, without the exec:
         the same argv, environment and fds, the signal state a new interpreter
         starts with (the listener's: SIGPIPE and SIGXFSZ ignored, SIGINT raising
@@ -418,7 +443,9 @@ class Listener:
         which needs neither os.environ nor sys.argv."""
         argv = self.o.program
         proctitle.rename(self.title, argv)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        if keep >= 3:
+            os.closerange(3, keep)
+        os.closerange(max(keep + 1, 3), os.sysconf("SC_OPEN_MAX"))
         _signal.signal(signal.SIGINT, _signal.default_int_handler)
         forked_main = getattr(self.module, "forked_main", None)
         code = 0
@@ -433,6 +460,7 @@ class Listener:
             code = exit_status(e.code)
         except BaseException:
             sys.excepthook(*sys.exc_info())
+            self.failed = True
             code = 1
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -564,42 +592,210 @@ def drop(o: Options) -> None:
                                                        errors.error_str(e))) from None
 
 
-def child(listener: Listener, fd: int, remote_address, closing: list[int]) -> None:
-    """The forked child, given the connection's fd: never returns into the accept loop."""
-    code = 111
+def child_start(closing: list[int]) -> None:
+    """What a forked child undoes first: the listener's signal handling, and
+    the descriptors that are the listener's alone."""
+    # _signal's functions, not signal's wrappers: their enum conversions,
+    # run for the first time in each child, cost it a copy of every page
+    # they touch
+    _signal.set_wakeup_fd(-1)
+    _signal.signal(signal.SIGCHLD, _signal.SIG_DFL)
+    _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+    for other in closing:
+        os.close(other)
+
+
+def session(listener: Listener, fd: int, remote_address, keep: int = -1) -> int:
+    """One connection, given its fd: the exit code a child would end with."""
+    conn = None
     try:
-        # _signal's functions, not signal's wrappers: their enum conversions,
-        # run for the first time in each child, cost it a copy of every page
-        # they touch
-        _signal.set_wakeup_fd(-1)
-        _signal.signal(signal.SIGCHLD, _signal.SIG_DFL)
-        _signal.signal(signal.SIGTERM, _signal.SIG_DFL)
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
-        for other in closing:
-            os.close(other)
         # _socket's type, not socket.py's subclass: its Python __init__ and
         # close(), run for the first time in each child, cost it their pages
         conn = _socket.socket(fileno=fd)
         conn.setblocking(True)
-        code = listener.connection(conn, remote_address)
+        return listener.connection(conn, remote_address, keep)
     except Fatal as e:
         listener.log(e.text, 1)
-        code = e.code
+        return e.code
     except BaseException:
         listener.log(DROP + b"internal error", 1)
-        code = 111
+        listener.failed = True
+        return 111
+    finally:
+        if conn is not None:
+            conn.close()      # a no-op once connection() has moved it to 0 and 1
+
+
+def child(listener: Listener, fd: int, remote_address, closing: list[int]) -> None:
+    """The forked child, given the connection's fd: never returns into the accept loop."""
+    code = 111
+    try:
+        child_start(closing)
+        code = session(listener, fd, remote_address)
+    except BaseException:
+        listener.log(DROP + b"internal error", 1)
     finally:
         os._exit(code)
 
 
+class Fresh:
+    """The state a reusable process's sessions start in, taken before its first."""
+
+    def __init__(self):
+        self.ids = (os.getresuid(), os.getresgid(), os.getgroups())
+        self.umask = os.umask(0o077)
+        os.umask(self.umask)
+        self.signals = {sig: _signal.getsignal(sig) for sig in _signal.valid_signals()}
+        try:
+            self.cwd: str | None = os.getcwd()
+            self.cwd_id = os.stat(".")[1:3]     # (st_ino, st_dev)
+        except OSError:
+            self.cwd = None
+
+    def restore(self, keep: int) -> bool:
+        """After a session: close the connection (0 and 1 become /dev/null
+        again) and whatever else it left open but keep, and put back the
+        umask, the signal mask and dispositions and the cwd; False when the
+        process is not fit for another session."""
+        # what the session left for the collector goes first, closing what it
+        # owns: a descriptor closed under a live object would be closed again
+        # when the object goes, by then perhaps the next session's
+        gc.collect()
+        try:
+            os.closerange(3, keep)
+            os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+            os.umask(self.umask)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+            for sig, handler in self.signals.items():
+                if _signal.getsignal(sig) != handler:
+                    if handler is None:    # set outside Python: cannot be put back
+                        return False
+                    _signal.signal(sig, handler)
+            if self.cwd is None or (os.getresuid(), os.getresgid(), os.getgroups()) != self.ids:
+                return False
+            os.chdir(self.cwd)
+            return os.stat(".")[1:3] == self.cwd_id
+        except (OSError, ValueError):
+            return False
+
+
+def pack_address(sockaddr) -> bytes:
+    """A client's address as the listener hands it to a reusable process."""
+    return "\0".join(str(part) for part in sockaddr).encode("ascii")
+
+
+def unpack_address(data: bytes):
+    """pack_address()'s inverse; ValueError for anything else."""
+    host, *numbers = data.decode("ascii").split("\0")
+    if len(numbers) not in (1, 3):
+        raise ValueError("not an address")
+    return (host, *(int(n) for n in numbers))
+
+
+def next_connection(channel: socket.socket) -> tuple[int, tuple] | None:
+    """The next connection the listener hands this process: (fd, the client's
+    address); None once the listener has closed the socket pair."""
+    try:
+        data, ancillary, _, _ = channel.recvmsg(512, socket.CMSG_SPACE(4))
+    except OSError:
+        return None
+    fds = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder)
+                    for i in range(0, len(payload) - 3, 4)]
+    try:
+        if len(fds) == 1:
+            return fds[0], unpack_address(data)
+    except ValueError:
+        pass
+    for fd in fds:
+        os.close(fd)
+    return None
+
+
+def worker(listener: Listener, channel: socket.socket, fd: int, remote_address,
+           closing: list[int]) -> None:
+    """A reusable process: the connection it was forked for, then each one the
+    listener sends over channel, reporting the end of each (`S` and the exit
+    code, or `R` and it when it will serve no more); it exits after MAX_USE
+    sessions, a session that leaves it unfit, or when the listener is gone."""
+    code = 111
+    try:
+        child_start(closing)
+        fresh = Fresh()
+        keep = channel.fileno()
+        uses = 0
+        while True:
+            code = session(listener, fd, remote_address, keep)
+            uses += 1
+            again = fresh.restore(keep) and not listener.failed and uses < MAX_USE
+            try:
+                channel.send(b"%s%d" % (b"S" if again else b"R", code))
+            except OSError:
+                break
+            if not again:
+                break
+            handed = next_connection(channel)
+            if handed is None:
+                break
+            fd, remote_address = handed
+    except BaseException:
+        listener.log(DROP + b"internal error", 1)
+    finally:
+        os._exit(code)
+
+
+class Worker:
+    """The listener's view of one reusable process."""
+    __slots__ = ("pid", "channel", "fd", "busy", "since")
+
+    def __init__(self, pid: int, channel: socket.socket):
+        self.pid = pid
+        self.channel = channel    # the listener's end of its socket pair
+        self.fd = channel.fileno()
+        self.busy = True          # in a session (the listener has not had its report)
+        self.since = 0.0          # idle since (time.monotonic())
+
+    def report(self) -> bytes | None:
+        """The end of its session, as it sent it (b"S0", b"R111", ...); None
+        when there is none (it died, or sent something else)."""
+        try:
+            data = self.channel.recv(16, socket.MSG_DONTWAIT)
+        except OSError:
+            return None
+        if data[:1] in (b"S", b"R") and data[1:].isdigit():
+            return data
+        return None
+
+    def hand_over(self, fd: int, remote_address) -> bool:
+        """Send it a connection; False when it cannot take one."""
+        try:
+            self.channel.sendmsg([pack_address(remote_address)],
+                                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))],
+                                 socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        return True
+
+
 def serve(listener: Listener, s: socket.socket) -> int:
-    """The accept loop: a child per connection, at most -c at a time, until SIGTERM."""
+    """The accept loop: at most -c sessions at a time, each in a child of its
+    own or in an idle reusable process, until SIGTERM."""
     o = listener.o
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     for sig in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: None)
-    children = 0
+    children = 0          # sessions under way: tcpserver's numchildren
+    workers: dict[int, Worker] = {}     # the reusable processes, by pid
+    busy: dict[int, Worker] = {}        # those whose report is awaited, by their channel's fd
+    idle: list[Worker] = []             # the others, the longest idle first
     # what the listener holds now stays out of the collector's way: a child's
     # collections then walk (and copy) only what the child made
     gc.collect()
@@ -609,13 +805,44 @@ def serve(listener: Listener, s: socket.socket) -> int:
         if o.verbosity >= 2:
             listener.log(b"tcpserver: status: %d/%d" % (children, o.limit))
 
+    def end(pid: int, wstat: int) -> None:
+        nonlocal children
+        if o.verbosity >= 2:
+            listener.log(b"tcpserver: end %d status %d" % (pid, wstat))
+        if children:
+            children -= 1
+        status()
+
+    def reported(w: Worker, report: bytes) -> None:
+        """A reusable process's session ended: log it as its exit; idle it."""
+        busy.pop(w.fd, None)
+        w.busy = False
+        end(w.pid, (int(report[1:]) & 0xFF) << 8)
+        if report[:1] == b"S":
+            w.since = time.monotonic()
+            idle.append(w)
+        else:
+            w.channel.close()
+
     status()
     while True:
-        waiting = [wake_r] + ([s] if children < o.limit else [])
+        now = time.monotonic()
+        while idle and now - idle[0].since >= MAX_IDLE:
+            idle.pop(0).channel.close()     # it sees the socket pair close, and exits
+        timeout = idle[0].since + MAX_IDLE - now if idle else None
+        waiting = [wake_r, *busy] + ([s] if children < o.limit else [])
         try:
-            ready = select.select(waiting, [], [])[0]
+            ready = select.select(waiting, [], [], timeout)[0]
         except InterruptedError:
             continue
+        for fd in ready:
+            w = busy.get(fd)
+            if w is not None:
+                report = w.report()
+                if report is None:
+                    busy.pop(fd)      # dying: its exit status is the session's
+                else:
+                    reported(w, report)
         if wake_r in ready:
             try:
                 signals = os.read(wake_r, 512)
@@ -628,11 +855,20 @@ def serve(listener: Listener, s: socket.socket) -> int:
                     break
                 if pid == 0:
                     break
-                if o.verbosity >= 2:
-                    listener.log(b"tcpserver: end %d status %d" % (pid, wstat))
-                if children:
-                    children -= 1
-                status()
+                w = workers.pop(pid, None)
+                if w is None:
+                    end(pid, wstat)
+                    continue
+                if w.busy:
+                    report = w.report()
+                    if report is None:
+                        busy.pop(w.fd, None)
+                        end(pid, wstat)
+                    else:
+                        reported(w, report)
+                if w in idle:
+                    idle.remove(w)
+                w.channel.close()
             if signal.SIGTERM in signals:
                 s.close()
                 return 0
@@ -649,16 +885,41 @@ def serve(listener: Listener, s: socket.socket) -> int:
             continue
         children += 1
         status()
-        try:
-            pid = os.fork()
-        except OSError as e:
-            listener.log(DROP + b"unable to fork: " + errors.error_str(e), 1)
-            children -= 1
-            status()
-            os.close(fd)
-            continue
-        if pid == 0:
-            child(listener, fd, remote_address, [s.detach(), wake_r, wake_w])
+        while idle:
+            w = idle.pop()            # the one idle the shortest time: the warmest
+            if w.hand_over(fd, remote_address):
+                w.busy = True
+                busy[w.fd] = w
+                break
+            w.channel.close()         # gone: reaped when it has exited
+        else:
+            ours = theirs = None
+            try:
+                if listener.reusable:
+                    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                pid = os.fork()
+            except OSError as e:
+                listener.log(DROP + b"unable to fork: " + errors.error_str(e), 1)
+                for half in (ours, theirs):
+                    if half is not None:
+                        half.close()
+                children -= 1
+                status()
+                os.close(fd)
+                continue
+            if pid == 0:
+                # the listener's descriptors; the socket objects are detached
+                # so that nothing closes a number the child reuses
+                closing = [s.detach(), wake_r, wake_w] + [
+                    n for n in (w.channel.detach() for w in workers.values()) if n >= 0]
+                if theirs is None:
+                    child(listener, fd, remote_address, closing)
+                closing.append(ours.detach())
+                worker(listener, theirs, fd, remote_address, closing)
+            if ours is not None:
+                theirs.close()
+                w = workers[pid] = Worker(pid, ours)
+                busy[w.fd] = w
         os.close(fd)
 
 

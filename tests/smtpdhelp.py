@@ -127,11 +127,18 @@ class Smtpd:
         range(*ports) at host, running program (default qmail-smtpd) as
         qmaild:nofiles under the rules given (text for the real tcprules);
         its stderr goes to self.log_path.  Given a cwd, the listener starts
-        there and -x names the rules relative to it."""
+        there and -x names the rules relative to it.  server may also be the
+        command (a list) that starts the listener."""
         cdb = self.tcprules(rules)
         if cwd is not None:
             cdb = os.path.relpath(cdb, cwd)
-        listener = "tcpserver" if server == "tcpserver" else self.program("qmail-tcpsrv")
+        if server == "tcpserver":
+            command = ["tcpserver"]
+        elif server == "qmail-tcpsrv":
+            command = [self.program("qmail-tcpsrv")]
+        else:
+            command = list(server)
+        listener = command[-1]
         family = socket.AF_INET6 if ":" in host or host == "0" else socket.AF_INET
         probe = "::" if host == "0" else host
         candidates = list(range(*ports))
@@ -143,7 +150,7 @@ class Smtpd:
                     s.bind((probe, port))
                 except OSError:
                     continue
-            argv = [listener, "-v", "-R", "-H", *(["-l", localname] if localname else []), "-x", cdb,
+            argv = [*command, "-v", "-R", "-H", *(["-l", localname] if localname else []), "-x", cdb,
                     "-u", str(uid("qmaild")), "-g", str(gid("nofiles")), *options,
                     host, str(port), *(program or [self.program()])]
             with open(self.log_path, "wb") as log:

@@ -191,16 +191,23 @@ def test_sigterm_stops_listener_sessions_finish(smtpd):
     transaction("127.0.0.1", smtpd)
     wait_end(smtpd, 1)
     (done_pid,) = pids(smtpd, b"end")
-    assert not os.path.exists("/proc/%d" % done_pid)      # reaped, not a zombie
+    if smtpd.kind == "tcpserver":
+        assert not os.path.exists("/proc/%d" % done_pid)      # reaped, not a zombie
+    else:
+        # qmail-smtpd's process waits for the next session, asleep
+        assert proc_state(done_pid) == ("qmail-smtpd", "S")
     s = smtpd.connect()
     with s:
         read_reply(s)
         s.sendall(b"MAIL FROM:<late@x>\r\n")
         assert read_reply(s)[0] == b"250 ok\r\n"
+        late_pid = pids(smtpd)[1]
+        assert (late_pid == done_pid) == (smtpd.kind == "qmail-tcpsrv")
         smtpd.server.send_signal(signal.SIGTERM)
         assert smtpd.server.wait(10) == 0
         with pytest.raises(ConnectionRefusedError):
             smtpd.connect().close()
+        assert proc_state(late_pid)[1] in "RS"
         # the session under way goes on to the end, as under tcpserver
         s.sendall(b"RCPT TO:<b@host.example.com>\r\nDATA\r\nafter TERM\r\n.\r\nQUIT\r\n")
         out = read_until_closed(s)
@@ -208,6 +215,20 @@ def test_sigterm_stops_listener_sessions_finish(smtpd):
                         out), out
     assert sorted(e for _, e, _ in smtpd.items()) == [b"Fa@x\0Tb@host.example.com\0\0",
                                                       b"Flate@x\0Tb@host.example.com\0\0"]
+    # and then it is gone: nothing waits for a listener that is no more
+    wait_for(lambda: proc_state(late_pid) is None)
+
+
+def proc_state(pid):
+    """(comm, state letter) of a process, None once it is gone (or a zombie)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return None
+    comm = data[data.index("(") + 1:data.rindex(")")]
+    state = data.rsplit(")", 1)[1].split()[0]
+    return None if state in "ZX" else (comm, state)
 
 
 def test_bind_failure_and_usage(smtpd):
@@ -402,17 +423,32 @@ def test_child_identity_like_exec(home):
     dispositions, fds and name of the exec'd one under tcpserver; the listener
     itself runs as qmaild too (dropped before the first accept)."""
     def scenario(h):
-        with h.connect() as s:
-            assert read_reply(s)[0] == b"220 host.example.com ESMTP\r\n"
-            (pid,) = pids(h)
-            status, comm, fds, argv = proc_view(pid)
-            listener = proc_view(h.server.pid)[0][:3]
-            s.sendall(b"QUIT\r\n")
-            read_until_closed(s)
-        return status, comm, fds, argv, listener
+        views = []
+        for n in range(2):
+            with h.connect() as s:
+                assert read_reply(s)[0] == b"220 host.example.com ESMTP\r\n"
+                pid = pids(h)[n]
+                views.append(proc_view(pid))
+                listener = proc_view(h.server.pid)[0][:3]
+                s.sendall(b"QUIT\r\n")
+                read_until_closed(s)
+            wait_end(h, n + 1)
+        assert views[1] == views[0]    # the second session starts as the first did
+        status, comm, fds, argv = views[0]
+        # a reusable process's socket pair with the listener: close-on-exec
+        channels = [n for n in fds if n not in ("0", "1", "2")]
+        for n in channels:
+            assert os.readlink("/proc/%d/fd/%s" % (pid, n)).startswith("socket:")
+            with open("/proc/%d/fdinfo/%s" % (pid, n)) as f:
+                flags = int(re.search(r"flags:\s*(\d+)", f.read()).group(1), 8)
+            assert flags & os.O_CLOEXEC
+            fds.remove(n)
+        return status, comm, fds, argv, listener, len(channels), len(set(pids(h)))
 
     results = run_both(home, scenario)
-    status, comm, fds, argv, listener = results["qmail-tcpsrv"]
+    status, comm, fds, argv, listener, channels, processes = results["qmail-tcpsrv"]
+    assert (channels, processes) == (1, 1)
+    assert results["tcpserver"][5:] == (0, 2)
     assert (status, comm, fds) == results["tcpserver"][:3]
     assert listener == results["tcpserver"][4]
     ids = "%d" % uid("qmaild"), "%d" % gid("nofiles")
@@ -445,6 +481,152 @@ def test_startup_time_against_tcpserver(home):
     print("\nconnect to greeting, median of 15: tcpserver+exec %.1f ms, qmail-tcpsrv %.1f ms"
           % (results["tcpserver"] * 1000, results["qmail-tcpsrv"] * 1000))
     assert results["qmail-tcpsrv"] < results["tcpserver"]
+
+
+# ---- one process, one session after another (qmail-tcpsrv with qmail-smtpd)
+
+def test_sessions_share_a_process_not_its_state(home):
+    """The rules' variables of one session never reach the next one served by
+    the same process: a relaying client, then one that may not relay, then
+    DATABYTES for one client and none for the next; each message's
+    QMAILQUEUE sees exactly its own session's environment."""
+    start(home, server="qmail-tcpsrv")
+    outs = []
+    for source, rcpt, body in (("127.0.0.2", b"b@elsewhere.test", b"one\r\n"),
+                               ("127.0.0.1", b"b@elsewhere.test", b"two\r\n"),
+                               ("127.0.0.3", b"b@host.example.com", b"three, too big\r\n"),
+                               ("127.0.0.1", b"b@host.example.com", b"four, not too big\r\n")):
+        outs.append(transaction(source, home, rcpt=rcpt, body=body))
+        # the process is idle again once the listener has its report (a client
+        # quicker than that is given another process)
+        wait_end(home, len(outs))
+    assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n", outs[0]), outs[0]
+    assert b"553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n" in outs[1]
+    assert b"552 sorry, that message size exceeds my databytes limit (#5.3.4)\r\n" in outs[2]
+    assert re.search(rb"\r\n250 ok \d+ qp \d+\r\n", outs[3]), outs[3]
+    assert len(set(pids(home))) == 1
+    # (qmail-smtpd may have started QMAILQUEUE for the message too big, too)
+    rules = {b"127.0.0.1": (None, None), b"127.0.0.2": (b"", None), b"127.0.0.3": (b"@r", b"6")}
+    seen = [(e[b"TCPREMOTEIP"], (e.get(b"RELAYCLIENT"), e.get(b"DATABYTES")))
+            for e in home.environs()]
+    assert {b"127.0.0.1", b"127.0.0.2"} <= {ip for ip, _ in seen}
+    assert all(rules[ip] == variables for ip, variables in seen), seen
+
+
+def reusable_listener(home, idle=qmail_tcpsrv.MAX_IDLE):
+    """qmail-tcpsrv started through a script that first sets MAX_IDLE and
+    gives qmail-smtpd's sessions a few misdeeds, by client address: 127.0.0.8
+    changes its umask, cwd and a signal disposition, 127.0.0.9 raises."""
+    wrapper = home.program("qmail-tcpsrv")
+    with open(wrapper, "rb") as f:
+        python = f.readline()[2:].split()[0].decode()
+    script = os.path.join(home.base, "tcpsrv-launcher")
+    with open(script, "w") as f:
+        f.write(LAUNCHER % {"lib": os.path.join(home.home, "lib", "python"), "idle": idle,
+                            "wrapper": wrapper})
+    return [python, "-IS", script]
+
+
+LAUNCHER = """
+import os, signal, sys
+sys.path.insert(0, %(lib)r)
+from pyqmail import qmail_smtpd, qmail_tcpsrv
+qmail_tcpsrv.MAX_IDLE = %(idle)r
+real = qmail_smtpd.forked_main
+def forked_main(env):
+    if env[b"TCPREMOTEIP"] == b"127.0.0.8":
+        os.umask(0)
+        os.chdir("/")
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if env[b"TCPREMOTEIP"] == b"127.0.0.9":
+        raise RuntimeError("a bug")
+    return real(env)
+qmail_smtpd.forked_main = forked_main
+sys.argv[0] = %(wrapper)r
+qmail_tcpsrv.main()
+"""
+
+
+def session_view(h, source="127.0.0.1"):
+    """(pid, its /proc view and umask while it serves a session from source,
+    its cwd once that has ended)."""
+    with h.connect(source) as s:
+        assert read_reply(s)[0] == b"220 host.example.com ESMTP\r\n"
+        pid = pids(h)[-1]
+        with open("/proc/%d/status" % pid) as f:
+            umask = re.search(r"Umask:\s*(\d+)", f.read()).group(1)
+        view = (pid, proc_view(pid), umask)
+        s.sendall(b"QUIT\r\n")
+        assert read_until_closed(s) == b"221 host.example.com\r\n"
+    wait_end(h, len(pids(h)))
+    try:
+        cwd = os.readlink("/proc/%d/cwd" % pid)
+    except OSError:
+        cwd = None     # gone
+    return view + (cwd,)
+
+
+def test_a_session_leaves_the_next_the_state_it_found(home):
+    """A session that changes its umask, cwd and a signal disposition: the
+    next one in the same process starts with the first one's; a session that
+    ends in an uncaught exception (exit 1, its traceback on stderr as an
+    exec'd program's) is the process's last."""
+    start(home, server=reusable_listener(home), cwd=home.base)
+    first = session_view(home)
+    assert first[3] == home.base                      # the listener's cwd
+    assert session_view(home, "127.0.0.8")[1:] != first[1:]
+    assert session_view(home) == first                # the same process, as it was
+    with home.connect("127.0.0.9") as s:
+        assert read_until_closed(s) == b""
+    wait_end(home, 4)
+    log = home.log()
+    assert b"RuntimeError: a bug\n" in log
+    assert log.count(b"tcpserver: end %d status 256\n" % first[0]) == 1
+    wait_for(lambda: proc_state(first[0]) is None)
+    after = session_view(home)
+    assert after[0] != first[0] and after[1:] == first[1:]
+
+
+def test_a_process_serves_max_use_sessions(home):
+    """MAX_USE sessions in one process, then it exits and the next session
+    gets a new one; every session is logged as tcpserver logs a child."""
+    start(home, server="qmail-tcpsrv")
+    for n in range(qmail_tcpsrv.MAX_USE + 1):
+        with home.connect() as s:
+            s.sendall(b"QUIT\r\n")
+            assert read_until_closed(s) == b"220 host.example.com ESMTP\r\n221 host.example.com\r\n"
+        wait_end(home, n + 1)
+    served = pids(home)
+    assert served[:-1] == [served[0]] * qmail_tcpsrv.MAX_USE and served[-1] != served[0]
+    assert pids(home, b"end") == served
+    assert home.log().count(b" status 0\n") == qmail_tcpsrv.MAX_USE + 1
+    wait_for(lambda: proc_state(served[0]) is None)
+
+
+def test_idle_processes_go_and_killed_ones_are_replaced(home):
+    """An idle process goes after MAX_IDLE seconds (here 1) and the listener
+    closes its end; one killed while idle is replaced without an end line;
+    one killed during a session is logged as a child killed by that signal."""
+    start(home, server=reusable_listener(home, idle=1.0))
+    first = session_view(home)[0]
+    wait_for(lambda: proc_state(first) is None)
+    listener_fds = os.listdir("/proc/%d/fd" % home.server.pid)
+    assert len(listener_fds) == 6        # 0, 1, 2, the listening socket, the wake-up pipe
+    second = session_view(home)[0]
+    assert second != first
+    os.kill(second, signal.SIGKILL)
+    wait_for(lambda: proc_state(second) is None)
+    third = session_view(home)[0]
+    assert third != second
+    with home.connect() as s:
+        read_reply(s)
+        os.kill(third, signal.SIGKILL)
+        assert read_until_closed(s) == b""
+    wait_end(home, 4)
+    log = home.log()
+    assert pids(home, b"end") == [first, second, third, third]
+    assert log.endswith(b"tcpserver: end %d status 9\ntcpserver: status: 0/40\n" % third)
+    assert session_view(home)[0] not in (first, second, third)
 
 
 # ---- IPv6 and all addresses (qmail-tcpsrv only: ucspi-tcp 0.88 is IPv4 only)
