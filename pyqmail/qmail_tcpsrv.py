@@ -796,6 +796,10 @@ def serve(listener: Listener, s: socket.socket) -> int:
     workers: dict[int, Worker] = {}     # the reusable processes, by pid
     busy: dict[int, Worker] = {}        # those whose report is awaited, by their channel's fd
     idle: list[Worker] = []             # the others, the longest idle first
+    # poll, not select: with -c in the hundreds the channels' numbers pass FD_SETSIZE
+    poller = select.poll()
+    poller.register(wake_r, select.POLLIN)
+    listening = False     # s is among the polled: fewer than -c sessions
     # what the listener holds now stays out of the collector's way: a child's
     # collections then walk (and copy) only what the child made
     gc.collect()
@@ -813,9 +817,17 @@ def serve(listener: Listener, s: socket.socket) -> int:
             children -= 1
         status()
 
+    def await_report(w: Worker) -> None:
+        busy[w.fd] = w
+        poller.register(w.fd, select.POLLIN)
+
+    def no_report(w: Worker) -> None:
+        if busy.pop(w.fd, None) is not None:
+            poller.unregister(w.fd)
+
     def reported(w: Worker, report: bytes) -> None:
         """A reusable process's session ended: log it as its exit; idle it."""
-        busy.pop(w.fd, None)
+        no_report(w)
         w.busy = False
         end(w.pid, (int(report[1:]) & 0xFF) << 8)
         if report[:1] == b"S":
@@ -829,18 +841,20 @@ def serve(listener: Listener, s: socket.socket) -> int:
         now = time.monotonic()
         while idle and now - idle[0].since >= MAX_IDLE:
             idle.pop(0).channel.close()     # it sees the socket pair close, and exits
-        timeout = idle[0].since + MAX_IDLE - now if idle else None
-        waiting = [wake_r, *busy] + ([s] if children < o.limit else [])
-        try:
-            ready = select.select(waiting, [], [], timeout)[0]
-        except InterruptedError:
-            continue
+        timeout = None if not idle else max(0, int((idle[0].since + MAX_IDLE - now) * 1000) + 1)
+        if listening != (children < o.limit):
+            listening = not listening
+            if listening:
+                poller.register(s, select.POLLIN)
+            else:
+                poller.unregister(s)
+        ready = {fd for fd, _ in poller.poll(timeout)}
         for fd in ready:
             w = busy.get(fd)
             if w is not None:
                 report = w.report()
                 if report is None:
-                    busy.pop(fd)      # dying: its exit status is the session's
+                    no_report(w)      # dying: its exit status is the session's
                 else:
                     reported(w, report)
         if wake_r in ready:
@@ -862,7 +876,7 @@ def serve(listener: Listener, s: socket.socket) -> int:
                 if w.busy:
                     report = w.report()
                     if report is None:
-                        busy.pop(w.fd, None)
+                        no_report(w)
                         end(pid, wstat)
                     else:
                         reported(w, report)
@@ -873,7 +887,7 @@ def serve(listener: Listener, s: socket.socket) -> int:
                 s.close()
                 return 0
             continue
-        if s not in ready or children >= o.limit:
+        if s.fileno() not in ready or children >= o.limit:
             continue
         try:
             # socket.accept() would convert the family and type to enums; the
@@ -889,7 +903,7 @@ def serve(listener: Listener, s: socket.socket) -> int:
             w = idle.pop()            # the one idle the shortest time: the warmest
             if w.hand_over(fd, remote_address):
                 w.busy = True
-                busy[w.fd] = w
+                await_report(w)
                 break
             w.channel.close()         # gone: reaped when it has exited
         else:
@@ -919,7 +933,7 @@ def serve(listener: Listener, s: socket.socket) -> int:
             if ours is not None:
                 theirs.close()
                 w = workers[pid] = Worker(pid, ours)
-                busy[w.fd] = w
+                await_report(w)
         os.close(fd)
 
 
