@@ -604,10 +604,10 @@ def test_a_process_serves_max_use_sessions(home):
 
 
 def test_idle_processes_go_and_killed_ones_are_replaced(home):
-    """An idle process goes after MAX_IDLE seconds (here 1) and the listener
+    """An idle process goes after MAX_IDLE seconds (here 2) and the listener
     closes its end; one killed while idle is replaced without an end line;
     one killed during a session is logged as a child killed by that signal."""
-    start(home, server=reusable_listener(home, idle=1.0))
+    start(home, server=reusable_listener(home, idle=2.0))
     first = session_view(home)[0]
     wait_for(lambda: proc_state(first) is None)
     listener_fds = os.listdir("/proc/%d/fd" % home.server.pid)
