@@ -43,8 +43,9 @@ the listener's cwd, umask and signal dispositions; at its end 0 and 1 become
 is logged when a session ends, S the wait status its exit code would give.  A
 process serves at most MAX_USE sessions, goes after MAX_IDLE seconds without
 one, and goes at once after a session that ended in an uncaught exception or
-left its uids, cwd or signal state changed: the next one never inherits
-anything from it but the code.
+changed what cannot be put back (its ids, its fd 2, a cwd gone, a signal
+handler set outside Python): the next one never inherits anything from it
+but the code.
 
 SIGTERM ends the listener at once with exit 0, as tcpserver's: the port is
 closed and the sessions under way finish on their own; the idle processes see
@@ -647,6 +648,7 @@ class Fresh:
         self.umask = os.umask(0o077)
         os.umask(self.umask)
         self.signals = {sig: _signal.getsignal(sig) for sig in _signal.valid_signals()}
+        self.stderr = file_id(2)
         try:
             self.cwd: str | None = os.getcwd()
             self.cwd_id = os.stat(".")[1:3]     # (st_ino, st_dev)
@@ -678,10 +680,20 @@ class Fresh:
                     _signal.signal(sig, handler)
             if self.cwd is None or (os.getresuid(), os.getresgid(), os.getgroups()) != self.ids:
                 return False
+            if self.stderr is None or file_id(2) != self.stderr:   # the log is not ours to reopen
+                return False
             os.chdir(self.cwd)
             return os.stat(".")[1:3] == self.cwd_id
         except (OSError, ValueError):
             return False
+
+
+def file_id(fd: int) -> tuple[int, int] | None:
+    """(st_ino, st_dev) of what fd is open on; None if it is not open."""
+    try:
+        return os.fstat(fd)[1:3]
+    except OSError:
+        return None
 
 
 def pack_address(sockaddr) -> bytes:

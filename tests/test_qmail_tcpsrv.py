@@ -515,8 +515,9 @@ def test_sessions_share_a_process_not_its_state(home):
 
 def reusable_listener(home, idle=qmail_tcpsrv.MAX_IDLE):
     """qmail-tcpsrv started through a script that first sets MAX_IDLE and
-    gives qmail-smtpd's sessions a few misdeeds, by client address: 127.0.0.8
-    changes its umask, cwd and a signal disposition, 127.0.0.9 raises."""
+    gives qmail-smtpd's sessions a few misdeeds, by client address: 127.0.0.7
+    puts /dev/null on fd 2, 127.0.0.8 changes its umask, cwd and a signal
+    disposition, 127.0.0.9 raises."""
     wrapper = home.program("qmail-tcpsrv")
     with open(wrapper, "rb") as f:
         python = f.readline()[2:].split()[0].decode()
@@ -534,6 +535,8 @@ from pyqmail import qmail_smtpd, qmail_tcpsrv
 qmail_tcpsrv.MAX_IDLE = %(idle)r
 real = qmail_smtpd.forked_main
 def forked_main(env):
+    if env[b"TCPREMOTEIP"] == b"127.0.0.7":
+        os.dup2(os.open("/dev/null", os.O_WRONLY), 2)
     if env[b"TCPREMOTEIP"] == b"127.0.0.8":
         os.umask(0)
         os.chdir("/")
@@ -570,7 +573,8 @@ def test_a_session_leaves_the_next_the_state_it_found(home):
     """A session that changes its umask, cwd and a signal disposition: the
     next one in the same process starts with the first one's; a session that
     ends in an uncaught exception (exit 1, its traceback on stderr as an
-    exec'd program's) is the process's last."""
+    exec'd program's), or that puts something else on fd 2 (the log), is
+    the process's last."""
     start(home, server=reusable_listener(home), cwd=home.base)
     first = session_view(home)
     assert first[3] == home.base                      # the listener's cwd
@@ -585,6 +589,12 @@ def test_a_session_leaves_the_next_the_state_it_found(home):
     wait_for(lambda: proc_state(first[0]) is None)
     after = session_view(home)
     assert after[0] != first[0] and after[1:] == first[1:]
+    # one that lost the log (its stderr) is the process's last, too
+    assert session_view(home, "127.0.0.7")[0] == after[0]
+    wait_for(lambda: proc_state(after[0]) is None)
+    last = session_view(home)
+    assert last[0] != after[0] and last[1:] == first[1:]
+    assert re.search(rb"tcpserver: pid %d from 127.0.0.1\n" % last[0], home.log())
 
 
 def test_a_process_serves_max_use_sessions(home):
