@@ -701,12 +701,12 @@ def pack_address(sockaddr) -> bytes:
     return "\0".join(str(part) for part in sockaddr).encode("ascii")
 
 
-def unpack_address(data: bytes):
-    """pack_address()'s inverse; ValueError for anything else."""
-    host, *numbers = data.decode("ascii").split("\0")
-    if len(numbers) not in (1, 3):
-        raise ValueError("not an address")
-    return (host, *(int(n) for n in numbers))
+def unpack_address(data: bytes) -> tuple | None:
+    """pack_address()'s inverse; None for anything else."""
+    host, *numbers = data.split(b"\0")
+    if len(numbers) not in (1, 3) or not host.isascii() or not all(n.isdigit() for n in numbers):
+        return None
+    return (host.decode("ascii"), *(int(n) for n in numbers))
 
 
 def next_connection(channel: socket.socket) -> tuple[int, tuple] | None:
@@ -721,11 +721,9 @@ def next_connection(channel: socket.socket) -> tuple[int, tuple] | None:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += [int.from_bytes(payload[i:i + 4], sys.byteorder)
                     for i in range(0, len(payload) - 3, 4)]
-    try:
-        if len(fds) == 1:
-            return fds[0], unpack_address(data)
-    except ValueError:
-        pass
+    address = unpack_address(data) if len(fds) == 1 else None
+    if address is not None:
+        return fds[0], address
     for fd in fds:
         os.close(fd)
     return None

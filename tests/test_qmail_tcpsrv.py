@@ -691,6 +691,16 @@ def test_host_0_is_every_address(home):
 
 # ---- pieces
 
+def test_address_handed_to_a_process():
+    """The client's address as the listener sends it with the connection: the
+    accept() tuple back, IPv4 and IPv6 (with a scope); nothing else taken."""
+    for sockaddr in (("127.0.0.1", 1025), ("::1", 25, 0, 0), ("fe80::1%eth0", 65535, 0, 2)):
+        assert qmail_tcpsrv.unpack_address(qmail_tcpsrv.pack_address(sockaddr)) == sockaddr
+    for data in (b"", b"127.0.0.1", b"127.0.0.1\x00-1", b"::1\x0025\x000", b"\xff\x001",
+                 b"::1\x001\x002\x003\x004", b"127.0.0.1\x00x"):
+        assert qmail_tcpsrv.unpack_address(data) is None, data
+
+
 def test_rule_keys_order():
     assert list(qmail_tcpsrv.rule_keys(b"1.2.3.4", b"mx.example.com", b"joe")) == [
         b"joe@1.2.3.4", b"joe@=mx.example.com", b"1.2.3.4", b"=mx.example.com",
