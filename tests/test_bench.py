@@ -67,15 +67,15 @@ def test_quick_bench_counts_every_message(out):
             (detail,) = figure["detail"]
             assert detail["timeline"][-1][1] == (MESSAGES // 2 if key == "relay" else MESSAGES)
     # the CPU and page faults of each MTA's processes are accounted, listener and
-    # children included (Postfix's few clock ticks for 30 messages may round to 0)
+    # children included (a resident process's few clock ticks for 30 messages,
+    # Postfix's or qmail-send's, may round to 0 and leave it out)
     for mta, figure in scenarios["smtp-s10"]["figures"].items():
         (detail,) = figure["detail"]
         assert detail["cpu_ms_per_message"] == pytest.approx(
             sum(c["cpu_ms"] for c in detail["cpu"].values()), abs=0.01)
         assert mta == "postfix" or detail["cpu_ms_per_message"] > 0
     programs = {mta: set(f["detail"][0]["cpu"]) for mta, f in scenarios["smtp-s10"]["figures"].items()}
-    assert {"qmail-send", "tcpserver/children"} <= programs["pyqmail"]
-    assert "qmail-send" in programs["pyqmail-fast"]
+    assert "tcpserver/children" in programs["pyqmail"]
     # sessions: qmail-tcpsrv's qmail-smtpd processes, running or reaped
     assert {"qmail-smtpd", "qmail-tcpsrv/children"} & programs["pyqmail-fast"]
     # deliveries: qmail-lspawn's resident qmail-locals, running or reaped
