@@ -444,9 +444,7 @@ class Listener:
         which needs neither os.environ nor sys.argv."""
         argv = self.o.program
         proctitle.rename(self.title, argv)
-        if keep >= 3:
-            os.closerange(3, keep)
-        os.closerange(max(keep + 1, 3), os.sysconf("SC_OPEN_MAX"))
+        close_from_3(keep)
         _signal.signal(signal.SIGINT, _signal.default_int_handler)
         forked_main = getattr(self.module, "forked_main", None)
         code = 0
@@ -488,6 +486,13 @@ class Listener:
         for name, value in env.items():
             if inherited.get(name) != value:
                 os.environb[name] = value
+
+
+def close_from_3(keep: int = -1) -> None:
+    """Close every descriptor above 2 but keep (-1: keep none)."""
+    if keep >= 3:
+        os.closerange(3, keep)
+    os.closerange(max(keep + 1, 3), os.sysconf("SC_OPEN_MAX"))
 
 
 def exit_status(code) -> int:
@@ -665,8 +670,7 @@ class Fresh:
         # when the object goes, by then perhaps the next session's
         gc.collect()
         try:
-            os.closerange(3, keep)
-            os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+            close_from_3(keep)
             devnull = os.open(os.devnull, os.O_RDWR)
             os.dup2(devnull, 0)
             os.dup2(devnull, 1)
